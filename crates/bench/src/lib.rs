@@ -1,0 +1,1 @@
+//! The `tiffany perf-test` suites.

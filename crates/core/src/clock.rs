@@ -1,0 +1,227 @@
+//! Time sources.
+//!
+//! Invariants:
+//! - A [`Clock`] reading is nanoseconds since the clock's own epoch and never
+//!   goes backwards for one clock value (the TSC is invariant and synchronised
+//!   across cores where we use it; `Instant` is monotonic).
+//! - The system clock is calibrated once per process: the TSC rate is measured
+//!   against `Instant` over a short sleep and kept as a 32.32 fixed-point
+//!   multiplier, so a reading is one `rdtsc`, one subtraction and one 64x64
+//!   multiply.
+//! - A manual clock moves only through [`ManualClock::advance`] or
+//!   [`ManualClock::set`]; all clones of it share one counter.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A node's time source: the system clock or a manual test clock.
+///
+/// Cheap to clone and to read. See the crate docs for an example.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    source: Source,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    Tsc { epoch: u64, mult: u64 },
+    Instant { epoch: Instant },
+    Manual(Arc<AtomicU64>),
+}
+
+/// The handle that moves a manual [`Clock`].
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl Clock {
+    /// The system clock, with its epoch at the moment of this call.
+    ///
+    /// Uses the time-stamp counter when the CPU reports it invariant, else
+    /// `Instant`. The first call in a process calibrates the counter, which
+    /// takes about two milliseconds.
+    pub fn system() -> Clock {
+        let source = match tsc_rate() {
+            Some(mult) => Source::Tsc {
+                epoch: read_tsc(),
+                mult,
+            },
+            None => Source::Instant {
+                epoch: Instant::now(),
+            },
+        };
+        Clock { source }
+    }
+
+    /// The system clock backed by `Instant` only, never the TSC.
+    pub fn system_portable() -> Clock {
+        Clock {
+            source: Source::Instant {
+                epoch: Instant::now(),
+            },
+        }
+    }
+
+    /// A clock at zero that moves only when the returned handle moves it.
+    pub fn manual() -> (Clock, ManualClock) {
+        let nanos = Arc::new(AtomicU64::new(0));
+        let clock = Clock {
+            source: Source::Manual(nanos.clone()),
+        };
+        (clock, ManualClock { nanos })
+    }
+
+    /// Nanoseconds since this clock's epoch.
+    #[inline]
+    pub fn now_nanos(&self) -> u64 {
+        match &self.source {
+            Source::Tsc { epoch, mult } => {
+                let ticks = read_tsc().wrapping_sub(*epoch);
+                ((u128::from(ticks) * u128::from(*mult)) >> 32) as u64
+            }
+            Source::Instant { epoch } => duration_nanos(epoch.elapsed()),
+            Source::Manual(nanos) => nanos.load(Ordering::Acquire),
+        }
+    }
+
+    /// Time since this clock's epoch.
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.now_nanos())
+    }
+
+    /// Whether this is a manual clock.
+    pub fn is_manual(&self) -> bool {
+        matches!(self.source, Source::Manual(_))
+    }
+
+    /// A short name of the time source: `tsc`, `instant` or `manual`.
+    pub fn source_name(&self) -> &'static str {
+        match self.source {
+            Source::Tsc { .. } => "tsc",
+            Source::Instant { .. } => "instant",
+            Source::Manual(_) => "manual",
+        }
+    }
+}
+
+impl ManualClock {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.nanos.fetch_add(duration_nanos(by), Ordering::AcqRel);
+    }
+
+    /// Sets the clock to `nanos` since its epoch if that is later than now.
+    pub fn set(&self, nanos: u64) {
+        self.nanos.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn now_nanos(&self) -> u64 {
+        self.nanos.load(Ordering::Acquire)
+    }
+}
+
+/// Saturating conversion of a duration to nanoseconds.
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn read_tsc() -> u64 {
+    // SAFETY: `rdtsc` has no preconditions; it is only called after
+    // `tsc_rate` confirmed an invariant counter on this x86_64 CPU.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn read_tsc() -> u64 {
+    0
+}
+
+/// The TSC rate as nanoseconds per tick in 32.32 fixed point, measured once
+/// per process; `None` when the CPU has no invariant TSC or the measurement
+/// is implausible (then callers use `Instant`).
+fn tsc_rate() -> Option<u64> {
+    static RATE: OnceLock<Option<u64>> = OnceLock::new();
+    *RATE.get_or_init(calibrate_tsc)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn calibrate_tsc() -> Option<u64> {
+    if std::env::var_os("TIFFANY_NO_TSC").is_some() {
+        return None;
+    }
+    // CPUID leaf 0x8000_0007, EDX bit 8: invariant TSC (constant rate, runs in
+    // all power states). Without it TSC readings cannot be turned into time.
+    let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max_ext < 0x8000_0007 || core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) == 0 {
+        return None;
+    }
+    let start = Instant::now();
+    let tsc_start = read_tsc();
+    std::thread::sleep(Duration::from_millis(2));
+    let tsc_end = read_tsc();
+    let nanos = start.elapsed().as_nanos();
+    let ticks = u128::from(tsc_end.wrapping_sub(tsc_start));
+    if ticks == 0 || nanos == 0 {
+        return None;
+    }
+    let mult = (nanos << 32) / ticks;
+    // Plausible rates are 100 MHz .. 10 GHz, i.e. 0.1 .. 10 ns per tick.
+    let plausible = (1u128 << 32) / 10..=(10u128 << 32);
+    if !plausible.contains(&mult) {
+        return None;
+    }
+    u64::try_from(mult).ok()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn calibrate_tsc() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_manual_moves_only_when_told() {
+        let (clock, hand) = Clock::manual();
+        assert_eq!(clock.now_nanos(), 0);
+        hand.advance(Duration::from_micros(3));
+        assert_eq!(clock.now_nanos(), 3_000);
+        hand.set(1_000);
+        assert_eq!(clock.now_nanos(), 3_000, "set never moves backwards");
+        hand.set(10_000);
+        assert_eq!(clock.clone().now_nanos(), 10_000);
+        assert!(clock.is_manual());
+    }
+
+    #[test]
+    fn clock_system_tracks_instant() {
+        let clock = Clock::system();
+        let start = Instant::now();
+        let a = clock.now_nanos();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = clock.now_nanos();
+        let real = duration_nanos(start.elapsed());
+        assert!(b > a, "clock moved forward ({a} -> {b}, {})", clock.source_name());
+        let measured = b - a;
+        // Within 10% of Instant over 20 ms, whatever the source.
+        assert!(
+            measured.abs_diff(real) < real / 10,
+            "clock measured {measured} ns where Instant measured {real} ns ({})",
+            clock.source_name()
+        );
+    }
+
+    #[test]
+    fn clock_portable_is_instant() {
+        assert_eq!(Clock::system_portable().source_name(), "instant");
+    }
+}

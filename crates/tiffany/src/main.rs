@@ -1,0 +1,2 @@
+//! The `tiffany` command.
+fn main() {}

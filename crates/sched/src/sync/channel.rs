@@ -1,0 +1,272 @@
+//! A bounded, many-sender, one-receiver channel for tasks on one worker.
+//!
+//! Invariants:
+//! - `buffer.len() <= capacity` at all times.
+//! - `recv_waker` is set only while the receiver waits on an empty buffer;
+//!   `send_wakers` holds the wakers of senders waiting on a full buffer, in
+//!   arrival order; each `send` wakes at most the receiver, each `recv` at
+//!   most one waiting sender.
+//! - `senders` counts live `Sender`s; at zero the receiver drains what is
+//!   buffered and then sees `None`. After the receiver is dropped every send
+//!   fails and hands the value back.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+struct Shared<T> {
+    buffer: RefCell<VecDeque<T>>,
+    capacity: usize,
+    recv_waker: Cell<Option<Waker>>,
+    send_wakers: RefCell<VecDeque<Waker>>,
+    senders: Cell<usize>,
+    receiver_alive: Cell<bool>,
+}
+
+/// Creates a bounded channel for tasks on the same worker. `capacity` is
+/// at least 1.
+///
+/// ```
+/// use tiffany_sched::{Runtime, spawn, sync::channel};
+///
+/// let rt = Runtime::builder().workers(1).build().unwrap();
+/// let sum = rt.block_on(async {
+///     let (tx, mut rx) = channel::<u64>(4);
+///     spawn(async move {
+///         for i in 1..=10 {
+///             tx.send(i).await.unwrap();
+///         }
+///     });
+///     let mut sum = 0;
+///     while let Some(i) = rx.recv().await {
+///         sum += i;
+///     }
+///     sum
+/// });
+/// assert_eq!(sum, 55);
+/// ```
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let capacity = capacity.max(1);
+    let shared = Rc::new(Shared {
+        buffer: RefCell::new(VecDeque::with_capacity(capacity.min(1024))),
+        capacity,
+        recv_waker: Cell::new(None),
+        send_wakers: RefCell::new(VecDeque::new()),
+        senders: Cell::new(1),
+        receiver_alive: Cell::new(true),
+    });
+    (Sender { shared: shared.clone() }, Receiver { shared })
+}
+
+/// The sending half; clone it for more senders.
+pub struct Sender<T> {
+    shared: Rc<Shared<T>>,
+}
+
+/// The receiving half.
+pub struct Receiver<T> {
+    shared: Rc<Shared<T>>,
+}
+
+/// The receiver is gone; the value is handed back.
+#[derive(PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+/// Why [`Sender::try_send`] failed; the value is handed back.
+#[derive(PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The buffer is full.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
+}
+
+impl<T> Shared<T> {
+    fn wake_receiver(&self) {
+        if let Some(waker) = self.recv_waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn wake_one_sender(&self) {
+        let waker = self.send_wakers.borrow_mut().pop_front();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn wake_all_senders(&self) {
+        let wakers = std::mem::take(&mut *self.send_wakers.borrow_mut());
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting while the buffer is full.
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let mut value = Some(value);
+        poll_fn(|cx| self.poll_send(cx, &mut value)).await
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, value: &mut Option<T>) -> Poll<Result<(), SendError<T>>> {
+        let Some(v) = value.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match self.try_send(v) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(TrySendError::Closed(v)) => Poll::Ready(Err(SendError(v))),
+            Err(TrySendError::Full(v)) => {
+                *value = Some(v);
+                self.shared.send_wakers.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Sends `value` if there is room now.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        let shared = &self.shared;
+        if !shared.receiver_alive.get() {
+            return Err(TrySendError::Closed(value));
+        }
+        {
+            let mut buffer = shared.buffer.borrow_mut();
+            if buffer.len() >= shared.capacity {
+                return Err(TrySendError::Full(value));
+            }
+            buffer.push_back(value);
+        }
+        shared.wake_receiver();
+        Ok(())
+    }
+
+    /// Whether the receiver has been dropped.
+    pub fn is_closed(&self) -> bool {
+        !self.shared.receiver_alive.get()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        self.shared.senders.set(self.shared.senders.get() + 1);
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let left = self.shared.senders.get() - 1;
+        self.shared.senders.set(left);
+        if left == 0 {
+            self.shared.wake_receiver();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives the next value; `None` once every sender is gone and the
+    /// buffer is empty.
+    pub async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next value.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let shared = &self.shared;
+        let value = shared.buffer.borrow_mut().pop_front();
+        if let Some(value) = value {
+            shared.wake_one_sender();
+            return Poll::Ready(Some(value));
+        }
+        if shared.senders.get() == 0 {
+            return Poll::Ready(None);
+        }
+        let waker = match shared.recv_waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        shared.recv_waker.set(Some(waker));
+        Poll::Pending
+    }
+
+    /// Receives a value if one is buffered.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let value = self.shared.buffer.borrow_mut().pop_front();
+        if value.is_some() {
+            self.shared.wake_one_sender();
+        }
+        value
+    }
+
+    /// Number of buffered values.
+    pub fn len(&self) -> usize {
+        self.shared.buffer.borrow().len()
+    }
+
+    /// Whether no value is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.receiver_alive.set(false);
+        self.shared.wake_all_senders();
+        let buffered = std::mem::take(&mut *self.shared.buffer.borrow_mut());
+        drop(buffered);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("closed", &self.is_closed()).finish()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("buffered", &self.len()).finish()
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the receiver was dropped")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("the channel is full"),
+            TrySendError::Closed(_) => f.write_str("the receiver was dropped"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}

@@ -155,6 +155,19 @@ impl Group {
         worker::spawn_in_group(&self.shared, priority, future)
     }
 
+    /// Spawns the future built by `make` in this group at the group's
+    /// priority. `make` runs on the group's worker, so the future may be
+    /// `!Send` (hold `Rc`s, same-worker channels, ...); only the closure
+    /// travels between threads.
+    pub fn spawn_pinned<C, F>(&self, make: C) -> JoinHandle<F::Output>
+    where
+        C: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        worker::spawn_pinned_in_group(&self.shared, self.shared.priority, make)
+    }
+
     /// Parks this agent's tasks of class `class` at their next yield; they
     /// keep their state and run again after [`Group::unpark`].
     pub fn park(&self, class: Priority) {

@@ -159,6 +159,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The long-poll watchdog thread could not start.
+    #[error("could not start the long-poll watchdog thread")]
+    Watchdog(#[source] std::io::Error),
     /// More workers were requested than task ids can address.
     #[error("{requested} workers requested, at most {max} are supported")]
     TooManyWorkers {
@@ -231,7 +234,9 @@ impl Future for YieldNow {
             return Poll::Ready(());
         }
         self.yielded = true;
-        cx.waker().wake_by_ref();
+        if !worker::notify_running(cx.waker()) {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 }

@@ -16,8 +16,8 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub(crate) struct RuntimeShared {
     long_polls: Mutex<VecDeque<LongPoll>>,
     node_parked: AtomicU8,
     io: Option<tokio::runtime::Handle>,
+    watchdog: OnceLock<Thread>,
+    watchdog_parked: AtomicBool,
+    stopping: AtomicBool,
 }
 
 impl RuntimeShared {
@@ -72,6 +75,9 @@ impl RuntimeShared {
             long_polls: Mutex::new(VecDeque::new()),
             node_parked: AtomicU8::new(0),
             io,
+            watchdog: OnceLock::new(),
+            watchdog_parked: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -80,6 +86,16 @@ impl RuntimeShared {
         match self.defaults.get(i) {
             Some(g) => Arc::clone(g),
             None => unreachable!("a runtime has at least one worker"),
+        }
+    }
+
+    /// Called by a worker that just woke up: a watchdog parked because every
+    /// worker slept must watch again.
+    pub(crate) fn wake_watchdog(&self) {
+        if self.watchdog_parked.load(Ordering::SeqCst) && self.watchdog_parked.swap(false, Ordering::SeqCst) {
+            if let Some(thread) = self.watchdog.get() {
+                thread.unpark();
+            }
         }
     }
 
@@ -216,6 +232,7 @@ impl Builder {
         let mut runtime = Runtime {
             handle: Handle { shared: Arc::clone(&shared) },
             threads: Vec::with_capacity(workers),
+            watchdog: None,
             io,
         };
         for worker in &shared.workers {
@@ -228,6 +245,12 @@ impl Builder {
                 .map_err(|source| Error::WorkerThread { index, source })?;
             runtime.threads.push(thread);
         }
+        let watched = Arc::clone(&shared);
+        let watchdog = thread::Builder::new()
+            .name(format!("{}-watchdog", self.thread_name))
+            .spawn(move || watchdog_main(watched))
+            .map_err(Error::Watchdog)?;
+        runtime.watchdog = Some(watchdog);
         Ok(runtime)
     }
 
@@ -328,6 +351,19 @@ impl Handle {
         worker::spawn_in_group(&group, priority, future)
     }
 
+    /// Spawns the future built by `make` at `Normal` priority in a default
+    /// group. `make` runs on the worker, so the future may be `!Send`.
+    pub fn spawn_pinned<C, F>(&self, make: C) -> JoinHandle<F::Output>
+    where
+        C: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        let n = self.shared.next_default.fetch_add(1, Ordering::Relaxed);
+        let group = self.shared.default_group(n);
+        worker::spawn_pinned_in_group(&group, Priority::Normal, make)
+    }
+
     /// Parks every task of class `class` on the whole node at its next
     /// yield. Parked tasks keep their state, are counted as `parked` in the
     /// feedback, and run again after [`Handle::unpark`].
@@ -422,6 +458,7 @@ impl fmt::Debug for Handle {
 pub struct Runtime {
     handle: Handle,
     threads: Vec<thread::JoinHandle<()>>,
+    watchdog: Option<thread::JoinHandle<()>>,
     io: Option<tokio::runtime::Runtime>,
 }
 
@@ -451,11 +488,39 @@ impl Runtime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.wait(self.spawn(future))
+    }
+
+    /// Like [`Runtime::block_on`] for a future that is not `Send`: `make`
+    /// builds it on the worker.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use tiffany_sched::{Runtime, yield_now};
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let n = rt.block_on_pinned(|| async {
+    ///     let shared = Rc::new(20);
+    ///     yield_now().await; // an Rc held across an await: !Send
+    ///     *shared + 22
+    /// });
+    /// assert_eq!(n, 42);
+    /// ```
+    pub fn block_on_pinned<C, F>(&self, make: C) -> F::Output
+    where
+        C: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        self.wait(self.spawn_pinned(make))
+    }
+
+    fn wait<T>(&self, handle: JoinHandle<T>) -> T {
         assert!(
             worker::try_with_current(|_| ()).is_none(),
             "Runtime::block_on called from inside a tiffany-sched task"
         );
-        match wait(self.spawn(future)) {
+        match wait(handle) {
             Ok(output) => output,
             Err(err) => match err.try_into_panic() {
                 Ok(payload) => std::panic::resume_unwind(payload),
@@ -482,6 +547,12 @@ impl Drop for Runtime {
             // A worker thread only panics on a bug in this crate; the other
             // workers still need joining.
             let _ = thread.join();
+        }
+        let shared = &self.handle.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.thread().unpark();
+            let _ = watchdog.join();
         }
         if let Some(io) = self.io.take() {
             io.shutdown_background();
@@ -516,5 +587,51 @@ fn wait<T>(mut handle: JoinHandle<T>) -> Result<T, JoinError> {
             return output;
         }
         thread::park();
+    }
+}
+
+/// Checks after how many watchdog periods without a busy worker the
+/// watchdog parks until a worker wakes.
+const WATCHDOG_IDLE_CHECKS: u32 = 4;
+
+/// The long-poll watchdog: flags a worker whose current poll was running at
+/// two consecutive checks, half the long-poll threshold apart, so that every
+/// poll at least as long as the threshold is caught while it runs (see
+/// `worker` for what the worker does with the flag). It parks while every
+/// worker sleeps.
+fn watchdog_main(shared: Arc<RuntimeShared>) {
+    let _ = shared.watchdog.set(thread::current());
+    let period = (shared.long_poll / 2).max(Duration::from_micros(50));
+    let mut last = vec![u64::MAX; shared.workers.len()];
+    let mut flagged = vec![u64::MAX; shared.workers.len()];
+    let mut idle_checks = 0;
+    while !shared.stopping.load(Ordering::Acquire) {
+        let mut any_busy = false;
+        for ((worker, last), flagged) in shared.workers.iter().zip(&mut last).zip(&mut flagged) {
+            let seq = worker.poll_seq.load(Ordering::Relaxed);
+            if !worker.sleeping.load(Ordering::SeqCst) {
+                any_busy = true;
+                if seq == *last && seq != *flagged {
+                    worker.flag_suspect(seq);
+                    *flagged = seq;
+                }
+            }
+            *last = seq;
+        }
+        if any_busy {
+            idle_checks = 0;
+        } else {
+            idle_checks += 1;
+        }
+        if idle_checks < WATCHDOG_IDLE_CHECKS {
+            thread::park_timeout(period);
+            continue;
+        }
+        shared.watchdog_parked.store(true, Ordering::SeqCst);
+        if shared.workers.iter().all(|w| w.sleeping.load(Ordering::SeqCst)) && !shared.stopping.load(Ordering::SeqCst) {
+            thread::park();
+        }
+        shared.watchdog_parked.store(false, Ordering::SeqCst);
+        idle_checks = 0;
     }
 }

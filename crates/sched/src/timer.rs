@@ -2,7 +2,10 @@
 //!
 //! Invariants:
 //! - Each worker owns a [`Timers`]; a [`Sleep`] registers on the worker that
-//!   polls it and is `!Send`, so it is always polled and dropped there.
+//!   polls it and remembers that worker's unique id. Polled or dropped on
+//!   another worker (a future moved between workers), it leaves the old
+//!   entry to fire harmlessly (a spurious wake) and registers anew, so a
+//!   key is only ever used with the `Timers` that issued it.
 //! - An entry is live from `register` until it fires or its `Sleep` is
 //!   dropped; heap items whose generation no longer matches a live entry
 //!   are stale and skipped.
@@ -13,7 +16,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::ops::{Add, Sub};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -75,7 +77,6 @@ pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
         deadline: Deadline::After(duration),
         entry: None,
-        _not_send: PhantomData,
     }
 }
 
@@ -84,7 +85,6 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline: Deadline::At(deadline.0),
         entry: None,
-        _not_send: PhantomData,
     }
 }
 
@@ -103,8 +103,8 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Deadline,
-    entry: Option<TimerKey>,
-    _not_send: PhantomData<*const ()>,
+    /// The registered timer and the unique id of the worker holding it.
+    entry: Option<(TimerKey, u64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -132,15 +132,16 @@ impl Future for Sleep {
         let this = self.get_mut();
         worker::with_current(|local| {
             let deadline = this.deadline_nanos(local.now());
+            let here = local.uid();
             if local.now() >= deadline {
-                if let Some(key) = this.entry.take() {
+                if let Some((key, _)) = this.entry.take().filter(|(_, uid)| *uid == here) {
                     local.cancel_timer(key);
                 }
                 return Poll::Ready(());
             }
             match this.entry {
-                Some(key) => local.update_timer(key, cx.waker()),
-                None => this.entry = Some(local.register_timer(deadline, cx.waker().clone())),
+                Some((key, uid)) if uid == here => local.update_timer(key, cx.waker()),
+                _ => this.entry = Some((local.register_timer(deadline, cx.waker().clone()), here)),
             }
             local.note_timer_wait();
             Poll::Pending
@@ -150,8 +151,12 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(key) = self.entry.take() {
-            worker::try_with_current(|local| local.cancel_timer(key));
+        if let Some((key, uid)) = self.entry.take() {
+            worker::try_with_current(|local| {
+                if local.uid() == uid {
+                    local.cancel_timer(key);
+                }
+            });
         }
     }
 }

@@ -33,7 +33,7 @@ struct Shared<T> {
 /// use tiffany_sched::{Runtime, spawn, sync::channel};
 ///
 /// let rt = Runtime::builder().workers(1).build().unwrap();
-/// let sum = rt.block_on(async {
+/// let sum = rt.block_on_pinned(|| async {
 ///     let (tx, mut rx) = channel::<u64>(4);
 ///     spawn(async move {
 ///         for i in 1..=10 {

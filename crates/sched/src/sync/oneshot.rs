@@ -23,7 +23,7 @@ struct Inner<T> {
 /// use tiffany_sched::{Runtime, spawn, sync::oneshot};
 ///
 /// let rt = Runtime::builder().workers(1).build().unwrap();
-/// let got = rt.block_on(async {
+/// let got = rt.block_on_pinned(|| async {
 ///     let (tx, rx) = oneshot::<u32>();
 ///     spawn(async move { tx.send(7).unwrap() });
 ///     rx.await.unwrap()

@@ -41,7 +41,14 @@ unsafe fn drop_waker(data: *const ()) {
     unsafe { release(TaskPtr::new_unchecked(data.cast_mut().cast::<Header>())) }
 }
 
+/// Whether `waker` is a task waker of this crate.
+#[inline(always)]
+pub(crate) fn is_task_waker(waker: &Waker) -> bool {
+    std::ptr::eq(waker.vtable(), &VTABLE)
+}
+
 /// Wakes the task at `ptr`, which must be live.
+#[inline(always)]
 pub(crate) fn wake_task(ptr: TaskPtr) {
     crate::worker::wake_task(ptr);
 }

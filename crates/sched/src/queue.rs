@@ -296,7 +296,7 @@ mod tests {
 
     fn fake(i: usize) -> TaskPtr {
         // Only compared, never dereferenced.
-        NonNull::new((i * 8 + 8) as *mut crate::task::Header).unwrap_or(NonNull::dangling())
+        NonNull::<crate::task::Header>::dangling().map_addr(|a| a.saturating_add(i * 8))
     }
 
     #[test]

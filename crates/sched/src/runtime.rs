@@ -442,7 +442,8 @@ impl fmt::Debug for Handle {
 /// plus an optional I/O driver thread.
 ///
 /// Dereferences to its [`Handle`]. Dropping it cancels every unfinished task
-/// and joins the threads.
+/// and joins the threads, so it must not be dropped from one of its own
+/// tasks.
 ///
 /// ```
 /// use tiffany_sched::{GroupConfig, Priority, Runtime};
@@ -539,6 +540,9 @@ impl Deref for Runtime {
 }
 
 impl Drop for Runtime {
+    // Joining the threads is the point of dropping a runtime. Dropping it
+    // from one of its own tasks would deadlock; `Runtime` says so.
+    #[allow(clippy::disallowed_methods)]
     fn drop(&mut self) {
         for worker in &self.handle.shared.workers {
             let _ = worker.send(Message::Shutdown);
@@ -579,6 +583,7 @@ impl Wake for ThreadWaker {
 }
 
 /// Blocks the calling thread until `handle` resolves.
+#[allow(clippy::disallowed_methods)] // blocking is what `block_on` is for
 fn wait<T>(mut handle: JoinHandle<T>) -> Result<T, JoinError> {
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = Context::from_waker(&waker);
@@ -599,6 +604,7 @@ const WATCHDOG_IDLE_CHECKS: u32 = 4;
 /// poll at least as long as the threshold is caught while it runs (see
 /// `worker` for what the worker does with the flag). It parks while every
 /// worker sleeps.
+#[allow(clippy::disallowed_methods)] // the watchdog's own thread sleeps between checks
 fn watchdog_main(shared: Arc<RuntimeShared>) {
     let _ = shared.watchdog.set(thread::current());
     let period = (shared.long_poll / 2).max(Duration::from_micros(50));

@@ -953,6 +953,8 @@ impl WorkerLocal {
         }
     }
 
+    // The worker's idle step: the one place a worker thread blocks.
+    #[allow(clippy::disallowed_methods)]
     fn sleep_until_work(&self) {
         if self.window_count.get() != 0 {
             self.close_window(None);

@@ -369,3 +369,148 @@ unsafe fn dealloc_impl<F: Future>(ptr: TaskPtr) {
     // SAFETY: releases the strong count leaked in `allocate`.
     drop(unsafe { Arc::from_raw(group.as_ptr().cast_const()) });
 }
+
+/// Exercises the unsafe task machinery across threads; run under Miri by
+/// CI (`cargo +nightly miri test -p tiffany-sched --lib`).
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Poll, Waker};
+
+    use crate::{Builder, Runtime, yield_now};
+
+    fn runtime() -> Runtime {
+        Runtime::builder().workers(2).io(false).build().expect("runtime")
+    }
+
+    /// Counts drops, to check every future and output is dropped once.
+    struct Tracked(Arc<AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn task_output_crosses_threads_and_drops_once() {
+        let rt = runtime();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let d = drops.clone();
+        let handle = rt.spawn(async move {
+            yield_now().await;
+            Tracked(d)
+        });
+        let output = rt.block_on(handle).expect("joined");
+        drop(output);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        // Detached: the output is dropped by the worker.
+        let output = Tracked(drops.clone());
+        drop(rt.spawn(async move {
+            yield_now().await;
+            output
+        }));
+        drop(rt);
+        assert_eq!(drops.load(Ordering::SeqCst), 2, "detached output or future dropped once");
+    }
+
+    #[test]
+    fn task_woken_from_a_foreign_thread() {
+        let rt = runtime();
+        let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
+        let fired = Arc::new(AtomicUsize::new(0));
+        let (s, f) = (slot.clone(), fired.clone());
+        let handle = rt.spawn(poll_fn(move |cx| {
+            if f.load(Ordering::SeqCst) > 0 {
+                return Poll::Ready(7);
+            }
+            *s.lock().expect("lock") = Some(cx.waker().clone());
+            Poll::Pending
+        }));
+        let waker = loop {
+            if let Some(w) = slot.lock().expect("lock").take() {
+                break w;
+            }
+            std::thread::yield_now();
+        };
+        let thread = std::thread::spawn(move || {
+            fired.store(1, Ordering::SeqCst);
+            waker.wake_by_ref();
+            waker.wake();
+        });
+        assert_eq!(rt.block_on(handle).expect("joined"), 7);
+        #[allow(clippy::disallowed_methods)]
+        thread.join().expect("waker thread");
+    }
+
+    #[test]
+    fn task_abort_drops_the_future_on_the_worker() {
+        let rt = runtime();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let guard = Tracked(drops.clone());
+        let handle = rt.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        handle.abort();
+        let err = rt.block_on(handle).expect_err("aborted");
+        assert!(err.is_cancelled());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn task_panic_is_contained() {
+        let rt = runtime();
+        let handle = rt.spawn(async {
+            yield_now().await;
+            panic!("boom");
+        });
+        let other = rt.spawn(async { 1 });
+        let err = rt.block_on(async move { handle.await }).expect_err("panicked");
+        assert!(err.is_panic());
+        assert_eq!(err.panic_message().as_deref(), Some("boom"));
+        assert_eq!(rt.block_on(other).expect("other task"), 1);
+    }
+
+    #[test]
+    fn task_unfinished_at_shutdown_is_cancelled() {
+        let rt = runtime();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let guard = Tracked(drops.clone());
+        let handle = rt.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        drop(rt);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let waker = Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut handle = handle;
+        match std::pin::Pin::new(&mut handle).poll(&mut cx) {
+            Poll::Ready(Err(err)) => assert!(err.is_cancelled()),
+            other => panic!("expected cancellation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn task_deterministic_runtime_runs_local_futures() {
+        let rt = Builder::deterministic().build_deterministic(3).expect("runtime");
+        let out = rt.block_on(async {
+            let shared = std::rc::Rc::new(std::cell::Cell::new(0));
+            let mut children = Vec::new();
+            for _ in 0..4 {
+                let s = shared.clone();
+                children.push(crate::spawn(async move {
+                    yield_now().await;
+                    s.set(s.get() + 1);
+                }));
+            }
+            for child in children {
+                child.await.expect("child");
+            }
+            shared.get()
+        });
+        assert_eq!(out, 4);
+    }
+}

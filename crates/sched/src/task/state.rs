@@ -33,7 +33,7 @@ pub(crate) struct State(AtomicUsize);
 impl State {
     /// A new task: `refs` references, with the given flags.
     pub(crate) fn new(refs: usize, flags: usize) -> State {
-        State(AtomicUsize::new(refs * REF_ONE | flags))
+        State(AtomicUsize::new((refs * REF_ONE) | flags))
     }
 
     #[inline]

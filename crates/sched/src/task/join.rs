@@ -33,7 +33,6 @@ use super::{Header, TaskPtr, release, waker};
 #[must_use = "dropping a JoinHandle detaches the task; await it or drop it explicitly"]
 pub struct JoinHandle<T> {
     raw: TaskPtr,
-    id: TaskId,
     _output: PhantomData<T>,
 }
 
@@ -46,10 +45,9 @@ unsafe impl<T: Send> Sync for JoinHandle<T> {}
 impl<T> Unpin for JoinHandle<T> {}
 
 impl<T> JoinHandle<T> {
-    pub(super) fn new(raw: TaskPtr, id: TaskId) -> JoinHandle<T> {
+    pub(super) fn new(raw: TaskPtr) -> JoinHandle<T> {
         JoinHandle {
             raw,
-            id,
             _output: PhantomData,
         }
     }
@@ -61,7 +59,7 @@ impl<T> JoinHandle<T> {
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.id
+        self.header().task_id()
     }
 
     /// Whether the task has finished (completed, failed or been cancelled).
@@ -179,7 +177,7 @@ impl<T> Drop for JoinHandle<T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -193,8 +191,9 @@ pub struct JoinError {
 
 enum Repr {
     Cancelled,
-    // The mutex makes the payload `Sync`; it is only ever locked once.
-    Panic(Mutex<Box<dyn Any + Send + 'static>>),
+    // The mutex makes the payload `Sync`; boxed so a `JoinError` (and every
+    // task's output slot) stays two words.
+    Panic(Box<Mutex<Box<dyn Any + Send + 'static>>>),
 }
 
 impl JoinError {
@@ -208,7 +207,7 @@ impl JoinError {
     pub(crate) fn panic(id: TaskId, payload: Box<dyn Any + Send + 'static>) -> JoinError {
         JoinError {
             id,
-            repr: Repr::Panic(Mutex::new(payload)),
+            repr: Repr::Panic(Box::new(Mutex::new(payload))),
         }
     }
 

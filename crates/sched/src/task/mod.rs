@@ -97,6 +97,14 @@ impl Header {
     }
 }
 
+// The header is one cache line and a join error two words; keep them so
+// (idle tasks are counted by the million, see docs/design.md).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(std::mem::size_of::<Header>() == 64);
+    assert!(std::mem::size_of::<JoinError>() == 16);
+};
+
 /// Type-erased operations on a task, one table per future type.
 struct Vtable {
     poll: unsafe fn(NonNull<Header>, &mut Context<'_>) -> PollOutcome,
@@ -217,7 +225,7 @@ where
         // SAFETY: the state starts with two references: this one and the
         // join handle's.
         owner: unsafe { TaskRef::from_counted(ptr) },
-        join: JoinHandle::new(ptr, TaskId(id)),
+        join: JoinHandle::new(ptr),
     }
 }
 

@@ -1,7 +1,10 @@
-//! Yield-speed probe for profiling (`valgrind --tool=callgrind`, `perf`):
-//! `yield_speed [one|many] [yields]`. The benchmarks proper live in
-//! `tiffany perf-test sched`.
+//! Hot-path probe for profiling (`valgrind --tool=callgrind`, `perf`):
+//! `yield_speed [one|many|spawn|channel] [count]`. The benchmarks proper
+//! live in `tiffany perf-test sched`.
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tiffany_sched::{GroupConfig, Runtime, yield_now};
 
 fn main() {
@@ -18,6 +21,45 @@ fn main() {
             t.elapsed().as_nanos() as f64 / yields as f64
         });
         println!("1 task: {ns:.1} ns/yield");
+    }
+    if mode == "spawn" {
+        let ns = rt.block_on_pinned(move || async move {
+            let t = Instant::now();
+            let mut batch = Vec::with_capacity(1000);
+            for _ in 0..(yields / 1000).max(1) {
+                batch.extend((0..1000).map(|_| tiffany_sched::spawn(async {})));
+                for h in batch.drain(..) {
+                    h.await.expect("task");
+                }
+            }
+            t.elapsed().as_nanos() as f64 / ((yields / 1000).max(1) * 1000) as f64
+        });
+        println!("spawn+run: {ns:.1} ns/task");
+        return;
+    }
+    if mode == "channel" {
+        let ns = rt.block_on_pinned(move || async move {
+            let (ping_tx, mut ping_rx) = tiffany_sched::sync::channel::<u64>(16);
+            let (pong_tx, mut pong_rx) = tiffany_sched::sync::channel::<u64>(16);
+            let ponger = tiffany_sched::spawn(async move {
+                while let Some(v) = ping_rx.recv().await {
+                    if pong_tx.send(v).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let t = Instant::now();
+            for i in 0..yields {
+                ping_tx.send(i).await.expect("send");
+                pong_rx.recv().await.expect("recv");
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (2 * yields) as f64;
+            drop(ping_tx);
+            ponger.await.expect("ponger");
+            ns
+        });
+        println!("channel one-way: {ns:.1} ns");
+        return;
     }
     if mode != "one" {
         let groups: Vec<_> = (0..100).map(|i| rt.group(GroupConfig::new(format!("a{i}")).worker(0))).collect();

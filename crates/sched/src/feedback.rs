@@ -8,7 +8,11 @@
 //!   snapshot is not a single consistent cut; counters only grow, so deltas
 //!   between two snapshots are always meaningful.
 //! - Durations are nanoseconds measured by the runtime's clock, read once
-//!   per poll (the end of one poll is the start of the next).
+//!   per timing window of polls (see `worker`): waits are exact to within a
+//!   window (about 2 us); an agent's busy time and poll-time histogram
+//!   charge each poll the recent average poll time, except polls timed
+//!   alone or flagged by the watchdog, which are exact; a worker's busy
+//!   time is exact.
 //! - Histograms have [`BUCKETS`] power-of-two buckets: bucket 0 holds
 //!   values below 64 ns, bucket `i` values in `[2^(i+5), 2^(i+6))` ns, the
 //!   last everything above.
@@ -82,6 +86,23 @@ impl Histogram {
     pub(crate) fn record(&self, nanos: u64) {
         if let Some(bucket) = self.buckets.get(bucket_of(nanos)) {
             bucket.add(1);
+        }
+    }
+
+    /// Counts one value in bucket `bucket`.
+    #[inline]
+    pub(crate) fn record_in(&self, bucket: usize) {
+        if let Some(b) = self.buckets.get(bucket) {
+            b.add(1);
+        }
+    }
+
+    /// Moves one count from bucket `from` to bucket `to` (a value recorded
+    /// as an estimate, corrected once measured).
+    pub(crate) fn move_one(&self, from: usize, to: usize) {
+        if let (Some(a), Some(b)) = (self.buckets.get(from), self.buckets.get(to)) {
+            a.sub(1);
+            b.add(1);
         }
     }
 

@@ -409,6 +409,7 @@ impl Handle {
                     counters.merge(&agent.counters);
                     count += 1;
                 }
+                counters.busy = Duration::from_nanos(w.busy_nanos.get());
                 WorkerFeedback {
                     index: w.index,
                     uptime: Duration::from_nanos(now.saturating_sub(w.started_at.load(Ordering::Relaxed))),

@@ -21,14 +21,14 @@
 //!   atomic read-modify-write, no system call.
 //! - Time is read once per *window* of polls, not per poll: a window closes
 //!   after `window_len` polls (adapted so a window lasts about
-//!   [`WINDOW_TARGET_NANOS`], between 1 and [`MAX_WINDOW`] polls), when a
-//!   task finishes, or when the watchdog flags the running poll. The
-//!   window's time is shared out among the polls it held. Reading the TSC
-//!   costs about as much as the rest of a yield, so this halves the cost of
-//!   a yield while keeping every statistic within one window (~2 us) of the
-//!   truth.
-//! - Every group named in the window ring has an incomplete task (which
-//!   keeps it alive) or the window was closed before that task was freed.
+//!   [`WINDOW_TARGET_NANOS`], between 1 and [`MAX_WINDOW`] polls), before
+//!   the worker sleeps, or when the watchdog flags the running poll. The
+//!   worker's busy time is the exact sum of its windows; each poll is
+//!   charged the previous window's average (`poll_estimate`) in its agent's
+//!   busy time and poll histogram. Reading the TSC costs about as much as
+//!   the rest of a yield, so this halves the cost of a yield; with polls
+//!   longer than the target a window holds one poll and every poll is
+//!   timed exactly.
 //! - Long polls: a poll that was running at two consecutive watchdog checks
 //!   (half a threshold apart) is flagged; the worker then closes the window
 //!   right after it, so a poll of at least the threshold is always reported,
@@ -44,7 +44,7 @@ use std::task::{Context, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use crate::feedback::{LongPoll, Stat};
+use crate::feedback::{LongPoll, Stat, bucket_of};
 use crate::group::GroupShared;
 use crate::queue::RunQueue;
 use crate::rng::SplitMix64;
@@ -91,6 +91,8 @@ pub(crate) struct WorkerShared {
     groups: AtomicU32,
     remote_sequence: AtomicU64,
     pub(crate) idle_nanos: Stat,
+    /// Time spent polling: the exact sum of the worker's timing windows.
+    pub(crate) busy_nanos: Stat,
     pub(crate) started_at: AtomicU64,
 }
 
@@ -109,6 +111,7 @@ impl WorkerShared {
             groups: AtomicU32::new(0),
             remote_sequence: AtomicU64::new(0),
             idle_nanos: Stat::default(),
+            busy_nanos: Stat::default(),
             started_at: AtomicU64::new(0),
         }
     }
@@ -422,8 +425,10 @@ pub(crate) struct WorkerLocal {
     window_len: Cell<usize>,
     /// Whether windows adapt (false: one poll per window, for manual clocks).
     window_adapts: bool,
-    /// The group of each poll of the current window.
-    window_groups: [Cell<*const GroupShared>; MAX_WINDOW],
+    /// Estimated duration of one poll (ns): the last window's average.
+    poll_estimate: Cell<u64>,
+    /// Histogram bucket of `poll_estimate`.
+    estimate_bucket: Cell<usize>,
     poll_seq: Cell<u64>,
 }
 
@@ -454,7 +459,8 @@ impl WorkerLocal {
             window_count: Cell::new(0),
             window_len: Cell::new(1),
             window_adapts: !manual,
-            window_groups: std::array::from_fn(|_| Cell::new(ptr::null())),
+            poll_estimate: Cell::new(0),
+            estimate_bucket: Cell::new(0),
             poll_seq: Cell::new(0),
         }
     }
@@ -762,28 +768,31 @@ impl WorkerLocal {
         }
     }
 
-    /// Records a finished poll in the timing window, closing the window when
-    /// it is full or when the watchdog flagged this poll.
+    /// Records a finished poll: charges it the current per-poll estimate and
+    /// closes the timing window when it is full or when the watchdog flagged
+    /// this poll.
     #[inline(always)]
     fn note_poll(&self, header: &task::Header, seq: u64) {
-        let count = self.window_count.get();
-        if let Some(slot) = self.window_groups.get(count) {
-            slot.set(header.group());
-        }
-        self.window_count.set(count + 1);
+        let stats = &header.group().stats;
+        stats.busy_nanos.add(self.poll_estimate.get());
+        stats.poll_time.record_in(self.estimate_bucket.get());
+        let count = self.window_count.get() + 1;
+        self.window_count.set(count);
         if self.shared.attention.load(Ordering::Relaxed) & SUSPECT != 0 {
             self.shared.attention.fetch_and(!SUSPECT, Ordering::Relaxed);
             let flagged = self.shared.suspect.load(Ordering::Relaxed) == seq;
             self.close_window(Some((header, flagged)));
-        } else if count + 1 >= self.window_len.get() {
+        } else if count >= self.window_len.get() {
             self.close_window(Some((header, false)));
         }
     }
 
-    /// Reads the clock and shares the window's time among its polls. `last`
-    /// is the task of the window's last poll, and whether the watchdog
-    /// flagged it: a long poll is reported when the window held only that
-    /// poll or when it was flagged.
+    /// Reads the clock, adds the window's time to the worker's busy time and
+    /// derives the next per-poll estimate. `last` is the task of the window's
+    /// last poll and whether the watchdog flagged it: when the window held
+    /// only that poll, or it was flagged, and the window reached the
+    /// long-poll threshold, that poll is charged the window's time instead of
+    /// the estimate and reported.
     #[cold]
     #[inline(never)]
     fn close_window(&self, last: Option<(&task::Header, bool)>) {
@@ -794,39 +803,27 @@ impl WorkerLocal {
             return;
         }
         let took = end.saturating_sub(self.window_start.get());
-        let long = took >= self.long_poll_nanos;
+        self.shared.busy_nanos.add(took);
         let blame = match last {
-            Some((header, flagged)) if long && (flagged || count == 1) => Some(header),
+            Some((header, flagged)) if took >= self.long_poll_nanos && (flagged || count == 1) => Some(header),
             _ => None,
         };
+        let mut per_poll = took / count as u64;
         if let Some(header) = blame {
-            // The flagged poll took (nearly) the whole window.
             let stats = &header.group().stats;
-            stats.busy_nanos.add(took);
-            stats.poll_time.record(took);
+            stats.busy_nanos.add(took.saturating_sub(self.poll_estimate.get()));
+            stats.poll_time.move_one(self.estimate_bucket.get(), bucket_of(took));
             stats.long_polls.add(1);
-            for slot in self.window_groups.iter().take(count - 1) {
-                // SAFETY: groups in the window are alive (module invariants).
-                if let Some(group) = unsafe { slot.get().as_ref() } {
-                    group.stats.poll_time.record(0);
-                }
-            }
             self.report_long_poll(header, took, end);
-        } else {
-            let share = took / count as u64;
-            for slot in self.window_groups.iter().take(count) {
-                // SAFETY: groups in the window are alive (module invariants).
-                if let Some(group) = unsafe { slot.get().as_ref() } {
-                    group.stats.busy_nanos.add(share);
-                    group.stats.poll_time.record(share);
-                }
-            }
+            // One outlier does not say how long the other polls take.
+            per_poll = self.poll_estimate.get();
         }
         if self.window_adapts {
-            let per_poll = (took / count as u64).max(1);
-            let len = (WINDOW_TARGET_NANOS / per_poll).clamp(1, MAX_WINDOW as u64);
+            let len = (WINDOW_TARGET_NANOS / per_poll.max(1)).clamp(1, MAX_WINDOW as u64);
             self.window_len.set(len as usize);
         }
+        self.poll_estimate.set(per_poll);
+        self.estimate_bucket.set(bucket_of(per_poll));
         self.window_count.set(0);
         self.window_start.set(end);
     }
@@ -843,14 +840,12 @@ impl WorkerLocal {
             PollOutcome::Panicked => stats.panicked.add(1),
             PollOutcome::Pending => stats.cancelled.add(1),
         }
-        // Freeing the task may free its group: settle the window first.
-        if self.window_count.get() != 0 {
-            self.close_window(None);
-        }
-        // SAFETY: owner thread, once, after the stage got its output.
-        unsafe { task::complete(ptr) };
         let owner = self.slab.borrow_mut().remove(header.slot.get());
-        drop(owner);
+        if let Some(owner) = owner {
+            // SAFETY: owner thread, once, after the stage got its output;
+            // `owner` is the worker's reference.
+            unsafe { task::complete_and_release(owner) };
+        }
     }
 
     #[cold]

@@ -2,10 +2,12 @@
 //!
 //! Invariants:
 //! - `buffer.len() <= capacity` at all times.
-//! - `recv_waker` is set only while the receiver waits on an empty buffer;
-//!   `send_wakers` holds the wakers of senders waiting on a full buffer, in
-//!   arrival order; each `send` wakes at most the receiver, each `recv` at
-//!   most one waiting sender.
+//! - `recv_waiting` is true only while the receiver waits on an empty
+//!   buffer; its waker stays registered between waits (woken by reference),
+//!   so a ping-pong costs no waker clone or drop. `send_wakers` holds the
+//!   wakers of senders waiting on a full buffer, in arrival order; each
+//!   `send` wakes at most the receiver, each `recv` at most one waiting
+//!   sender.
 //! - `senders` counts live `Sender`s; at zero the receiver drains what is
 //!   buffered and then sees `None`. After the receiver is dropped every send
 //!   fails and hands the value back.
@@ -21,6 +23,7 @@ struct Shared<T> {
     buffer: RefCell<VecDeque<T>>,
     capacity: usize,
     recv_waker: Cell<Option<Waker>>,
+    recv_waiting: Cell<bool>,
     send_wakers: RefCell<VecDeque<Waker>>,
     senders: Cell<usize>,
     receiver_alive: Cell<bool>,
@@ -54,6 +57,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         buffer: RefCell::new(VecDeque::with_capacity(capacity.min(1024))),
         capacity,
         recv_waker: Cell::new(None),
+        recv_waiting: Cell::new(false),
         send_wakers: RefCell::new(VecDeque::new()),
         senders: Cell::new(1),
         receiver_alive: Cell::new(true),
@@ -85,14 +89,28 @@ pub enum TrySendError<T> {
 }
 
 impl<T> Shared<T> {
+    #[inline]
     fn wake_receiver(&self) {
+        if !self.recv_waiting.replace(false) {
+            return;
+        }
+        // Taken out while waking, so a waker that re-enters the channel
+        // finds the cell in a valid state; put back for the next wait.
         if let Some(waker) = self.recv_waker.take() {
-            waker.wake();
+            waker.wake_by_ref();
+            self.recv_waker.set(Some(waker));
         }
     }
 
+    #[inline]
     fn wake_one_sender(&self) {
-        let waker = self.send_wakers.borrow_mut().pop_front();
+        let waker = {
+            let mut wakers = self.send_wakers.borrow_mut();
+            if wakers.is_empty() {
+                return;
+            }
+            wakers.pop_front()
+        };
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -166,6 +184,8 @@ impl<T> Drop for Sender<T> {
         self.shared.senders.set(left);
         if left == 0 {
             self.shared.wake_receiver();
+            // The receiver will not wait again: release its waker.
+            drop(self.shared.recv_waker.take());
         }
     }
 }
@@ -193,6 +213,7 @@ impl<T> Receiver<T> {
             _ => cx.waker().clone(),
         };
         shared.recv_waker.set(Some(waker));
+        shared.recv_waiting.set(true);
         Poll::Pending
     }
 

@@ -33,6 +33,8 @@ use super::{Header, TaskPtr, release, waker};
 #[must_use = "dropping a JoinHandle detaches the task; await it or drop it explicitly"]
 pub struct JoinHandle<T> {
     raw: TaskPtr,
+    /// The output has been taken (the stage is `Consumed`).
+    consumed: bool,
     _output: PhantomData<T>,
 }
 
@@ -48,6 +50,7 @@ impl<T> JoinHandle<T> {
     pub(super) fn new(raw: TaskPtr) -> JoinHandle<T> {
         JoinHandle {
             raw,
+            consumed: false,
             _output: PhantomData,
         }
     }
@@ -87,6 +90,7 @@ impl<T> JoinHandle<T> {
             // Polled again after the output was taken.
             panic!("JoinHandle polled after it returned Ready");
         }
+        self.consumed = true;
         out
     }
 
@@ -156,6 +160,17 @@ impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         let header = self.header();
         let mut current = header.state.load();
+        if current & COMPLETE != 0 {
+            // The usual case: after COMPLETE nobody looks at JOIN_INTEREST,
+            // and the stage is ours (usually already consumed).
+            if !self.consumed {
+                // SAFETY: COMPLETE is set and we still hold join interest.
+                unsafe { (header.vtable.drop_output)(self.raw) };
+            }
+            // SAFETY: the handle owns one reference, released once here.
+            unsafe { release(self.raw) };
+            return;
+        }
         loop {
             match header.state.compare_exchange(current, current & !JOIN_INTEREST) {
                 Ok(prev) => {

@@ -281,6 +281,33 @@ pub(crate) unsafe fn complete(ptr: TaskPtr) {
     }
 }
 
+/// Marks the task complete, wakes the join side, and releases the worker's
+/// reference. When no join waker is registered this is one atomic
+/// operation.
+///
+/// # Safety
+/// Owner thread only, once, after `poll` returned a final outcome or after
+/// `cancel`; `owner` is the worker's reference.
+pub(crate) unsafe fn complete_and_release(owner: TaskRef) {
+    let ptr = owner.ptr();
+    let header = owner.header();
+    let mut current = header.state.load();
+    while current & (state::JOIN_WAKER | state::COMPLETE) == 0 && current & state::JOIN_INTEREST != 0 {
+        // COMPLETE set and our reference dropped in one step; the join side
+        // holds a reference, so this is never the last one.
+        match header.state.compare_exchange(current, (current | state::COMPLETE) - state::REF_ONE) {
+            Ok(_) => {
+                std::mem::forget(owner);
+                return;
+            }
+            Err(actual) => current = actual,
+        }
+    }
+    // SAFETY: per the contract.
+    unsafe { complete(ptr) };
+    drop(owner);
+}
+
 struct VtableFor<F>(F);
 
 impl<F: Future + 'static> VtableFor<F> {
@@ -302,8 +329,12 @@ unsafe fn stage<'a, F: Future>(ptr: TaskPtr) -> &'a mut Stage<F> {
 
 /// Replaces the stage, dropping the old one. A panic while dropping (a
 /// future's destructor) is caught and returned.
+#[inline]
 fn replace_stage<F: Future>(stage: &mut Stage<F>, new: Stage<F>) -> Option<Box<dyn Any + Send>> {
     let old = mem::replace(stage, new);
+    if !mem::needs_drop::<Stage<F>>() {
+        return None;
+    }
     catch_unwind(AssertUnwindSafe(move || drop(old))).err()
 }
 

@@ -2,9 +2,6 @@
 //! `yield_speed [one|many|spawn|channel] [count]`. The benchmarks proper
 //! live in `tiffany perf-test sched`.
 use std::time::Instant;
-
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tiffany_sched::{GroupConfig, Runtime, yield_now};
 
 fn main() {

@@ -298,26 +298,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let owner: *const WorkerShared = Arc::as_ptr(&group.worker);
-    let local = CONTEXT.with(Cell::get);
-    // SAFETY: as in `try_with_current`.
-    if let Some(local) = unsafe { local.as_ref() } {
-        if ptr::eq(Arc::as_ptr(&local.shared), owner) {
-            return local.spawn(future, Arc::clone(group), priority);
-        }
-    }
-    let id = group.worker.remote_task_id();
-    let NewTask { owner, join } = task::allocate(future, Arc::clone(group), priority, id);
-    if let Err(Message::Spawn(task)) = group.worker.send(Message::Spawn(owner)) {
-        // The worker is gone: the task never runs. Its future is `Send`, so
-        // dropping it here is fine.
-        // SAFETY: no worker accepted the task; we hold its only owner ref.
-        unsafe {
-            task::cancel(task.ptr());
-            task::complete(task.ptr());
-        }
-    }
-    join
+    // SAFETY: the future is `Send`.
+    unsafe { submit(group, priority, future) }
 }
 
 /// Spawns the future built by `make` in `group`, from any thread. `make`
@@ -329,7 +311,25 @@ where
     F: Future + 'static,
     F::Output: Send + 'static,
 {
-    let future = Pinned::Make(Some(make));
+    // SAFETY: until its first poll, on the worker, a `Pinned` holds only the
+    // `Send` closure; the `!Send` future is created, polled and dropped on
+    // the worker (see `task` for why the stage never leaves its owner).
+    unsafe { submit(group, priority, Pinned::Make(Some(make))) }
+}
+
+/// Hands `future` to `group`'s worker: a local spawn on that worker's own
+/// thread, otherwise a trip through its inbox as a task pointer. When the
+/// worker has shut down, the future is dropped here and the handle reports
+/// cancellation.
+///
+/// # Safety
+/// `future` may be moved to the worker's thread and may be dropped on the
+/// calling thread before it was ever polled.
+unsafe fn submit<F>(group: &Arc<GroupShared>, priority: Priority, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: Send + 'static,
+{
     let owner: *const WorkerShared = Arc::as_ptr(&group.worker);
     let local = CONTEXT.with(Cell::get);
     // SAFETY: as in `try_with_current`.
@@ -339,13 +339,11 @@ where
         }
     }
     let id = group.worker.remote_task_id();
-    // The task (a `Pinned` still holding only the `Send` closure) travels
-    // to the worker as a pointer; the `!Send` future is created, polled and
-    // dropped there (see `task` for why the stage never leaves the owner).
     let NewTask { owner, join } = task::allocate(future, Arc::clone(group), priority, id);
     if let Err(Message::Spawn(task)) = group.worker.send(Message::Spawn(owner)) {
-        // SAFETY: no worker accepted the task; its stage holds only the
-        // `Send` closure, which may be dropped here.
+        // SAFETY: no worker accepted the task, so we hold its only owner
+        // reference; dropping its unpolled future here is allowed by the
+        // caller's contract.
         unsafe {
             task::cancel(task.ptr());
             task::complete(task.ptr());

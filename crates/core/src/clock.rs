@@ -214,7 +214,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let b = clock.now_nanos();
         let real = duration_nanos(start.elapsed());
-        assert!(b > a, "clock moved forward ({a} -> {b}, {})", clock.source_name());
+        assert!(
+            b > a,
+            "clock moved forward ({a} -> {b}, {})",
+            clock.source_name()
+        );
         let measured = b - a;
         // Within 10% of Instant over 20 ms, whatever the source.
         assert!(

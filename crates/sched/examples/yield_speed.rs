@@ -7,7 +7,10 @@ use tiffany_sched::{GroupConfig, Runtime, yield_now};
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "both".into());
-    let yields: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let yields: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
     let rt = Runtime::builder().workers(1).build().expect("runtime");
     if mode != "many" {
         let ns = rt.block_on(async move {
@@ -59,7 +62,9 @@ fn main() {
         return;
     }
     if mode != "one" {
-        let groups: Vec<_> = (0..100).map(|i| rt.group(GroupConfig::new(format!("a{i}")).worker(0))).collect();
+        let groups: Vec<_> = (0..100)
+            .map(|i| rt.group(GroupConfig::new(format!("a{i}")).worker(0)))
+            .collect();
         let per_task = (yields / 1000).max(1);
         let ns = rt.block_on(async move {
             let t = Instant::now();

@@ -35,12 +35,23 @@ pub(crate) struct Stat(AtomicU64);
 impl Stat {
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     #[inline]
     pub(crate) fn sub(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
     }
 
     #[inline]
@@ -78,7 +89,11 @@ pub(crate) fn bucket_of(nanos: u64) -> usize {
 
 /// The smallest value (ns) that falls in bucket `i`.
 fn bucket_floor(i: usize) -> u64 {
-    if i == 0 { 0 } else { 1u64 << (i as u32 + FIRST_BUCKET_SHIFT - 1) }
+    if i == 0 {
+        0
+    } else {
+        1u64 << (i as u32 + FIRST_BUCKET_SHIFT - 1)
+    }
 }
 
 impl Histogram {
@@ -122,7 +137,9 @@ pub struct HistogramSnapshot {
 
 impl Default for HistogramSnapshot {
     fn default() -> HistogramSnapshot {
-        HistogramSnapshot { counts: [0; BUCKETS] }
+        HistogramSnapshot {
+            counts: [0; BUCKETS],
+        }
     }
 }
 
@@ -193,6 +210,9 @@ pub(crate) struct GroupStats {
     /// Ready tasks held back by parking.
     pub(crate) parked: Stat,
     pub(crate) ready_wait_max: Stat,
+    /// When the agent last went from no ready task to some, or last got a
+    /// poll (clock ns); meaningful while `ready > 0`.
+    pub(crate) ready_since: Stat,
     /// Time from ready to polled (starvation).
     pub(crate) ready_wait: Histogram,
     /// Poll durations.
@@ -204,7 +224,14 @@ pub(crate) struct GroupStats {
 }
 
 impl GroupStats {
-    pub(crate) fn snapshot(&self) -> Counters {
+    /// A copy of the statistics as of clock reading `now`.
+    pub(crate) fn snapshot(&self, now: u64) -> Counters {
+        let ready = self.ready.get();
+        let starving = if ready > 0 {
+            Duration::from_nanos(now.saturating_sub(self.ready_since.get()))
+        } else {
+            Duration::ZERO
+        };
         Counters {
             spawned: self.spawned.get(),
             completed: self.completed.get(),
@@ -213,11 +240,12 @@ impl GroupStats {
             polls: self.polls.get(),
             busy: Duration::from_nanos(self.busy_nanos.get()),
             long_polls: self.long_polls.get(),
-            ready: self.ready.get(),
+            ready,
+            starving,
             waiting: self.waiting.get(),
             waiting_on_timer: self.waiting_timer.get(),
             parked: self.parked.get(),
-            ready_wait_max: Duration::from_nanos(self.ready_wait_max.get()),
+            ready_wait_max: Duration::from_nanos(self.ready_wait_max.get()).max(starving),
             ready_wait: self.ready_wait.snapshot(),
             poll_time: self.poll_time.snapshot(),
             io_wait: self.io_wait.snapshot(),
@@ -247,15 +275,21 @@ pub struct Counters {
     pub busy: Duration,
     /// Polls longer than the runtime's long-poll threshold.
     pub long_polls: u64,
-    /// Run-queue depth: tasks ready to run now (gauge).
+    /// Run-queue depth: tasks ready to run, including one being polled (gauge).
     pub ready: u64,
+    /// Live starvation: how long the agent has had ready tasks without
+    /// getting a poll (zero when it has none ready). Unlike `ready_wait`,
+    /// which records a wait when it ends, this shows a starvation that is
+    /// still going on.
+    pub starving: Duration,
     /// Tasks waiting for a wake-up (gauge).
     pub waiting: u64,
     /// Of `waiting`, those waiting on a runtime timer (gauge).
     pub waiting_on_timer: u64,
     /// Ready tasks held back by parking (gauge).
     pub parked: u64,
-    /// Longest time a task waited between becoming ready and being polled.
+    /// Longest time a task waited between becoming ready and being polled,
+    /// including a wait still going on (`starving`).
     pub ready_wait_max: Duration,
     /// Starvation: time from ready to polled.
     pub ready_wait: HistogramSnapshot,
@@ -279,6 +313,7 @@ impl Counters {
         self.busy += other.busy;
         self.long_polls += other.long_polls;
         self.ready += other.ready;
+        self.starving = self.starving.max(other.starving);
         self.waiting += other.waiting;
         self.waiting_on_timer += other.waiting_on_timer;
         self.parked += other.parked;
@@ -337,7 +372,10 @@ pub struct WorkerFeedback {
     pub idle: Duration,
     /// Number of agents on the worker.
     pub agents: usize,
-    /// Sum of the agents' statistics.
+    /// The agents' statistics summed (maxima: the largest), except `busy`,
+    /// which is the worker's own exact polling time (each agent's `busy`
+    /// charges its polls the recent average poll time, so the agents' sum
+    /// may differ slightly).
     pub counters: Counters,
 }
 
@@ -376,8 +414,14 @@ impl Feedback {
     /// this snapshot (0.0 ..= 1.0).
     pub fn agent_busy_share(&self, earlier: &Feedback, agent: AgentId) -> Option<f64> {
         let now = self.agent(agent)?;
-        let before = earlier.agent(agent).map(|a| a.counters.busy).unwrap_or_default();
-        Some(share(now.counters.busy.saturating_sub(before), self.at.saturating_sub(earlier.at)))
+        let before = earlier
+            .agent(agent)
+            .map(|a| a.counters.busy)
+            .unwrap_or_default();
+        Some(share(
+            now.counters.busy.saturating_sub(before),
+            self.at.saturating_sub(earlier.at),
+        ))
     }
 }
 
@@ -446,12 +490,20 @@ mod tests {
         let stats = GroupStats::default();
         stats.polls.add(3);
         stats.ready.add(2);
-        let before = stats.snapshot();
+        stats.ready_since.set(1_000);
+        let before = stats.snapshot(1_500);
+        assert_eq!(before.starving, Duration::from_nanos(500));
+        assert_eq!(
+            before.ready_wait_max,
+            Duration::from_nanos(500),
+            "a live wait counts as the max"
+        );
         stats.polls.add(4);
         stats.poll_time.record(500);
-        let delta = stats.snapshot().since(&before);
+        let delta = stats.snapshot(2_000).since(&before);
         assert_eq!(delta.polls, 4);
         assert_eq!(delta.ready, 2);
+        assert_eq!(delta.starving, Duration::from_nanos(1_000));
         assert_eq!(delta.poll_time.count(), 1);
     }
 }

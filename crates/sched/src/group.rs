@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use tiffany_core::AgentId;
+use tiffany_core::{AgentId, Clock};
 
 use crate::feedback::{AgentFeedback, GroupStats};
 use crate::task::JoinHandle;
@@ -65,6 +65,8 @@ pub(crate) struct GroupShared {
     pub(crate) weight: u32,
     pub(crate) priority: Priority,
     pub(crate) worker: Arc<WorkerShared>,
+    /// The runtime's clock, for feedback snapshots.
+    clock: Clock,
     pub(crate) local_index: u32,
     pub(crate) stats: GroupStats,
     /// Classes parked for this group alone (bit = 1 << class), for reporting;
@@ -73,7 +75,12 @@ pub(crate) struct GroupShared {
 }
 
 impl GroupShared {
-    pub(crate) fn new(id: AgentId, config: GroupConfig, worker: Arc<WorkerShared>) -> GroupShared {
+    pub(crate) fn new(
+        id: AgentId,
+        config: GroupConfig,
+        worker: Arc<WorkerShared>,
+        clock: Clock,
+    ) -> GroupShared {
         let local_index = worker.next_group_index();
         GroupShared {
             id,
@@ -81,6 +88,7 @@ impl GroupShared {
             weight: config.weight,
             priority: config.priority,
             worker,
+            clock,
             local_index,
             stats: GroupStats::default(),
             parked_mask: AtomicU8::new(0),
@@ -100,13 +108,13 @@ impl GroupShared {
         });
     }
 
-    pub(crate) fn feedback(&self) -> AgentFeedback {
+    pub(crate) fn feedback(&self, now: u64) -> AgentFeedback {
         AgentFeedback {
             id: self.id,
             name: self.name.clone(),
             worker: self.worker.index,
             parked_classes: Priority::from_mask(self.parked_mask.load(Ordering::Relaxed)),
-            counters: self.stats.snapshot(),
+            counters: self.stats.snapshot(now),
         }
     }
 }
@@ -182,7 +190,7 @@ impl Group {
 
     /// This group's feedback: run-queue depth, starvation, busy time, waits.
     pub fn feedback(&self) -> AgentFeedback {
-        self.shared.feedback()
+        self.shared.feedback(self.shared.clock.now_nanos())
     }
 }
 

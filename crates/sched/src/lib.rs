@@ -81,7 +81,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub use feedback::{AgentFeedback, BUCKETS, Counters, Feedback, HistogramSnapshot, LongPoll, WorkerFeedback};
+pub use feedback::{
+    AgentFeedback, BUCKETS, Counters, Feedback, HistogramSnapshot, LongPoll, WorkerFeedback,
+};
 pub use group::{Group, GroupConfig};
 pub use runtime::{Builder, Handle, Runtime};
 pub use sim::DeterministicRuntime;
@@ -107,14 +109,18 @@ pub enum Priority {
 
 impl Priority {
     /// All classes, most urgent first.
-    pub const ALL: [Priority; CLASSES] = [Priority::Critical, Priority::Normal, Priority::Background];
+    pub const ALL: [Priority; CLASSES] =
+        [Priority::Critical, Priority::Normal, Priority::Background];
 
     pub(crate) fn bit(self) -> u8 {
         1 << self as u8
     }
 
     pub(crate) fn from_mask(mask: u8) -> Vec<Priority> {
-        Priority::ALL.into_iter().filter(|p| mask & p.bit() != 0).collect()
+        Priority::ALL
+            .into_iter()
+            .filter(|p| mask & p.bit() != 0)
+            .collect()
     }
 }
 
@@ -198,7 +204,9 @@ where
 pub fn current_task() -> Option<TaskId> {
     worker::try_with_current(|local| {
         // SAFETY: the running task is live while it is polled.
-        local.current_task().map(|ptr| unsafe { ptr.as_ref() }.task_id())
+        local
+            .current_task()
+            .map(|ptr| unsafe { ptr.as_ref() }.task_id())
     })
     .flatten()
 }
@@ -207,7 +215,9 @@ pub fn current_task() -> Option<TaskId> {
 pub fn current_agent() -> Option<AgentId> {
     worker::try_with_current(|local| {
         // SAFETY: the running task is live while it is polled.
-        local.current_task().map(|ptr| unsafe { ptr.as_ref() }.group().id)
+        local
+            .current_task()
+            .map(|ptr| unsafe { ptr.as_ref() }.group().id)
     })
     .flatten()
 }

@@ -233,7 +233,8 @@ impl FairQueue {
         if self.groups.len() <= slot {
             self.groups.resize_with(slot + 1, Default::default);
         }
-        let (Some(queues), Some(active)) = (self.groups.get_mut(slot), self.active.get_mut(class)) else {
+        let (Some(queues), Some(active)) = (self.groups.get_mut(slot), self.active.get_mut(class))
+        else {
             return;
         };
         let Some((queue, listed)) = queues.get_mut(class) else {

@@ -51,15 +51,22 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
-    fn new(config: &Builder, workers: usize, clock: Clock, io: Option<tokio::runtime::Handle>) -> Arc<RuntimeShared> {
-        let workers: Vec<Arc<WorkerShared>> = (0..workers).map(|i| Arc::new(WorkerShared::new(i))).collect();
+    fn new(
+        config: &Builder,
+        workers: usize,
+        clock: Clock,
+        io: Option<tokio::runtime::Handle>,
+    ) -> Arc<RuntimeShared> {
+        let workers: Vec<Arc<WorkerShared>> = (0..workers)
+            .map(|i| Arc::new(WorkerShared::new(i)))
+            .collect();
         let next_agent = AtomicU64::new(0);
         let defaults: Vec<Arc<GroupShared>> = workers
             .iter()
             .map(|w| {
                 let id = AgentId(next_agent.fetch_add(1, Ordering::Relaxed));
                 let config = GroupConfig::new(format!("default-{}", w.index));
-                Arc::new(GroupShared::new(id, config, Arc::clone(w)))
+                Arc::new(GroupShared::new(id, config, Arc::clone(w), clock.clone()))
             })
             .collect();
         let groups = defaults.iter().map(Arc::downgrade).collect();
@@ -92,7 +99,9 @@ impl RuntimeShared {
     /// Called by a worker that just woke up: a watchdog parked because every
     /// worker slept must watch again.
     pub(crate) fn wake_watchdog(&self) {
-        if self.watchdog_parked.load(Ordering::SeqCst) && self.watchdog_parked.swap(false, Ordering::SeqCst) {
+        if self.watchdog_parked.load(Ordering::SeqCst)
+            && self.watchdog_parked.swap(false, Ordering::SeqCst)
+        {
             if let Some(thread) = self.watchdog.get() {
                 thread.unpark();
             }
@@ -227,10 +236,21 @@ impl Builder {
     pub fn build(self) -> Result<Runtime, Error> {
         let workers = self.worker_count()?;
         let io = self.io_driver()?;
-        let clock = if self.portable_clock { Clock::system_portable() } else { Clock::system() };
-        let shared = RuntimeShared::new(&self, workers, clock, io.as_ref().map(|rt| rt.handle().clone()));
+        let clock = if self.portable_clock {
+            Clock::system_portable()
+        } else {
+            Clock::system()
+        };
+        let shared = RuntimeShared::new(
+            &self,
+            workers,
+            clock,
+            io.as_ref().map(|rt| rt.handle().clone()),
+        );
         let mut runtime = Runtime {
-            handle: Handle { shared: Arc::clone(&shared) },
+            handle: Handle {
+                shared: Arc::clone(&shared),
+            },
             threads: Vec::with_capacity(workers),
             watchdog: None,
             io,
@@ -263,7 +283,12 @@ impl Builder {
         let io = self.io_driver()?;
         let (clock, hand) = Clock::manual();
         let shared = RuntimeShared::new(&self, 1, clock, io.as_ref().map(|rt| rt.handle().clone()));
-        Ok(crate::DeterministicRuntime::new(Handle { shared }, hand, seed, io))
+        Ok(crate::DeterministicRuntime::new(
+            Handle { shared },
+            hand,
+            seed,
+            io,
+        ))
     }
 
     /// A builder for the deterministic runtime: as [`Builder::default`] but
@@ -285,7 +310,8 @@ impl Handle {
     /// # Panics
     /// Outside a task of a tiffany-sched runtime.
     pub fn current() -> Handle {
-        Handle::try_current().unwrap_or_else(|| panic!("Handle::current called outside a tiffany-sched task"))
+        Handle::try_current()
+            .unwrap_or_else(|| panic!("Handle::current called outside a tiffany-sched task"))
     }
 
     /// The runtime of the calling task, if any.
@@ -321,7 +347,12 @@ impl Handle {
             None => unreachable!("index taken modulo the worker count"),
         };
         let id = AgentId(self.shared.next_agent.fetch_add(1, Ordering::Relaxed));
-        let group = Arc::new(GroupShared::new(id, config, worker));
+        let group = Arc::new(GroupShared::new(
+            id,
+            config,
+            worker,
+            self.shared.clock.clone(),
+        ));
         self.shared
             .groups
             .lock()
@@ -368,13 +399,17 @@ impl Handle {
     /// yield. Parked tasks keep their state, are counted as `parked` in the
     /// feedback, and run again after [`Handle::unpark`].
     pub fn park(&self, class: Priority) {
-        self.shared.node_parked.fetch_or(class.bit(), Ordering::Relaxed);
+        self.shared
+            .node_parked
+            .fetch_or(class.bit(), Ordering::Relaxed);
         self.broadcast_park(class, true);
     }
 
     /// Releases node-wide parking of `class` (agents parked individually stay parked).
     pub fn unpark(&self, class: Priority) {
-        self.shared.node_parked.fetch_and(!class.bit(), Ordering::Relaxed);
+        self.shared
+            .node_parked
+            .fetch_and(!class.bit(), Ordering::Relaxed);
         self.broadcast_park(class, false);
     }
 
@@ -397,7 +432,12 @@ impl Handle {
     /// (no worker is interrupted); cost grows with the number of agents.
     pub fn feedback(&self) -> Feedback {
         let now = self.shared.clock.now_nanos();
-        let agents: Vec<_> = self.shared.live_groups().iter().map(|g| g.feedback()).collect();
+        let agents: Vec<_> = self
+            .shared
+            .live_groups()
+            .iter()
+            .map(|g| g.feedback(now))
+            .collect();
         let workers = self
             .shared
             .workers
@@ -412,7 +452,9 @@ impl Handle {
                 counters.busy = Duration::from_nanos(w.busy_nanos.get());
                 WorkerFeedback {
                     index: w.index,
-                    uptime: Duration::from_nanos(now.saturating_sub(w.started_at.load(Ordering::Relaxed))),
+                    uptime: Duration::from_nanos(
+                        now.saturating_sub(w.started_at.load(Ordering::Relaxed)),
+                    ),
                     idle: Duration::from_nanos(w.idle_nanos.get()),
                     agents: count,
                     counters,
@@ -428,14 +470,20 @@ impl Handle {
 
     /// Takes the long-poll reports recorded so far (the most recent 1,024).
     pub fn take_long_polls(&self) -> Vec<LongPoll> {
-        let mut backlog = self.shared.long_polls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut backlog = self
+            .shared
+            .long_polls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         backlog.drain(..).collect()
     }
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle").field("workers", &self.workers()).finish()
+        f.debug_struct("Handle")
+            .field("workers", &self.workers())
+            .finish()
     }
 }
 
@@ -484,7 +532,8 @@ impl Runtime {
     /// thread until it finishes. A panic in the task resumes here.
     ///
     /// # Panics
-    /// When called from a task of this runtime (it would wait on itself).
+    /// When called from inside a task of any tiffany-sched runtime (it would
+    /// block a worker, or wait on itself).
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send + 'static,
@@ -567,7 +616,9 @@ impl Drop for Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime").field("workers", &self.workers()).finish()
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers())
+            .finish()
     }
 }
 
@@ -635,7 +686,12 @@ fn watchdog_main(shared: Arc<RuntimeShared>) {
             continue;
         }
         shared.watchdog_parked.store(true, Ordering::SeqCst);
-        if shared.workers.iter().all(|w| w.sleeping.load(Ordering::SeqCst)) && !shared.stopping.load(Ordering::SeqCst) {
+        if shared
+            .workers
+            .iter()
+            .all(|w| w.sleeping.load(Ordering::SeqCst))
+            && !shared.stopping.load(Ordering::SeqCst)
+        {
             thread::park();
         }
         shared.watchdog_parked.store(false, Ordering::SeqCst);

@@ -47,9 +47,18 @@ pub struct DeterministicRuntime {
 }
 
 impl DeterministicRuntime {
-    pub(crate) fn new(handle: Handle, hand: ManualClock, seed: u64, io: Option<tokio::runtime::Runtime>) -> DeterministicRuntime {
+    pub(crate) fn new(
+        handle: Handle,
+        hand: ManualClock,
+        seed: u64,
+        io: Option<tokio::runtime::Runtime>,
+    ) -> DeterministicRuntime {
         let worker = handle.shared.default_group(0).worker.clone();
-        let local = Box::new(WorkerLocal::new(worker, Arc::clone(&handle.shared), Some(seed)));
+        let local = Box::new(WorkerLocal::new(
+            worker,
+            Arc::clone(&handle.shared),
+            Some(seed),
+        ));
         DeterministicRuntime {
             handle,
             local,
@@ -83,7 +92,10 @@ impl DeterministicRuntime {
     /// Moves the clock forward by `by`, stopping at each timer deadline on
     /// the way to fire it and run what it woke. Returns the number of polls.
     pub fn advance(&self, by: Duration) -> usize {
-        let target = self.hand.now_nanos().saturating_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX));
+        let target = self
+            .hand
+            .now_nanos()
+            .saturating_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX));
         self.drive(|local| {
             let mut polls = local.run_until_idle();
             loop {
@@ -99,7 +111,6 @@ impl DeterministicRuntime {
         })
     }
 
-
     /// Runs `future` to completion on this runtime's worker, jumping the
     /// clock to the next timer whenever nothing is ready.
     ///
@@ -107,7 +118,13 @@ impl DeterministicRuntime {
     /// When nothing is ready, no timer is armed, and `future` has not
     /// finished: the test would hang forever.
     pub fn block_on<F: Future + 'static>(&self, future: F) -> F::Output {
-        let handle = self.drive(|local| local.spawn(future, self.handle.shared.default_group(0), Priority::Normal));
+        let handle = self.drive(|local| {
+            local.spawn(
+                future,
+                self.handle.shared.default_group(0),
+                Priority::Normal,
+            )
+        });
         let mut handle = pin!(handle);
         let mut cx = Context::from_waker(Waker::noop());
         loop {
@@ -127,7 +144,9 @@ impl DeterministicRuntime {
                 "deadlock: the future is not done, no task is ready and no timer is armed (seed {})",
                 self.seed
             );
-            self.advance(Duration::from_nanos(next.saturating_sub(self.hand.now_nanos())));
+            self.advance(Duration::from_nanos(
+                next.saturating_sub(self.hand.now_nanos()),
+            ));
         }
     }
 

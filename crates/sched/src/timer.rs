@@ -54,7 +54,10 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     fn add(self, rhs: Duration) -> Instant {
-        Instant(self.0.saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)))
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -163,7 +166,9 @@ impl Drop for Sleep {
 
 impl fmt::Debug for Sleep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sleep").field("registered", &self.entry.is_some()).finish()
+        f.debug_struct("Sleep")
+            .field("registered", &self.entry.is_some())
+            .finish()
     }
 }
 
@@ -250,7 +255,8 @@ impl Timers {
             None => 0,
         };
         self.sequence += 1;
-        self.heap.push(Reverse((deadline, self.sequence, index, generation)));
+        self.heap
+            .push(Reverse((deadline, self.sequence, index, generation)));
         self.live += 1;
         TimerKey { index, generation }
     }
@@ -365,7 +371,10 @@ mod tests {
         let second = timers.register(20, w.clone());
         assert_eq!(first.index, second.index);
         assert_ne!(first.generation, second.generation);
-        assert!(timers.cancel(first).is_none(), "an old key does not cancel the new entry");
+        assert!(
+            timers.cancel(first).is_none(),
+            "an old key does not cancel the new entry"
+        );
         assert_eq!(timers.next_deadline(), 20);
     }
 }

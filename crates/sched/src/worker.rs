@@ -53,7 +53,7 @@ use crate::task::state::{CANCELLED, COMPLETE, REMOTE_NOTIFIED};
 use crate::task::waker::WakerRef;
 use crate::task::{self, JoinHandle, NewTask, PollOutcome, TaskPtr, TaskRef, local};
 use crate::timer::{TimerKey, Timers};
-use crate::{Priority, CLASSES};
+use crate::{CLASSES, Priority};
 
 /// A message to a worker from another thread.
 pub(crate) enum Message {
@@ -63,7 +63,11 @@ pub(crate) enum Message {
     Spawn(TaskRef),
     /// Park (`park` true) or unpark the classes in `mask`, for one group
     /// (worker-local index) or, with `None`, for every group of the worker.
-    Park { group: Option<u32>, mask: u8, park: bool },
+    Park {
+        group: Option<u32>,
+        mask: u8,
+        park: bool,
+    },
     /// Stop: cancel every task and exit.
     Shutdown,
 }
@@ -234,9 +238,8 @@ thread_local! {
 /// # Panics
 /// When this thread is not running a tiffany-sched worker.
 pub(crate) fn with_current<R>(f: impl FnOnce(&WorkerLocal) -> R) -> R {
-    try_with_current(f).unwrap_or_else(|| {
-        panic!("must be called from a task running on a tiffany-sched runtime")
-    })
+    try_with_current(f)
+        .unwrap_or_else(|| panic!("must be called from a task running on a tiffany-sched runtime"))
 }
 
 /// Runs `f` with the worker driven by this thread, if any.
@@ -258,7 +261,10 @@ pub(crate) fn notify_running(waker: &Waker) -> bool {
         return false;
     };
     match local.current.get() {
-        Some(ptr) if ptr::eq(waker.data(), ptr.as_ptr().cast_const().cast()) && task::waker::is_task_waker(waker) => {
+        Some(ptr)
+            if ptr::eq(waker.data(), ptr.as_ptr().cast_const().cast())
+                && task::waker::is_task_waker(waker) =>
+        {
             // SAFETY: the running task is live.
             let header = unsafe { ptr.as_ref() };
             header.local.set(header.local.get() | local::NOTIFIED);
@@ -293,7 +299,11 @@ pub(crate) fn wake_task(ptr: TaskPtr) {
 }
 
 /// Spawns a `Send` future in `group` from any thread.
-pub(crate) fn spawn_in_group<F>(group: &Arc<GroupShared>, priority: Priority, future: F) -> JoinHandle<F::Output>
+pub(crate) fn spawn_in_group<F>(
+    group: &Arc<GroupShared>,
+    priority: Priority,
+    future: F,
+) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -305,7 +315,11 @@ where
 /// Spawns the future built by `make` in `group`, from any thread. `make`
 /// runs on the group's worker at the task's first poll, so the future may
 /// be `!Send`.
-pub(crate) fn spawn_pinned_in_group<C, F>(group: &Arc<GroupShared>, priority: Priority, make: C) -> JoinHandle<F::Output>
+pub(crate) fn spawn_pinned_in_group<C, F>(
+    group: &Arc<GroupShared>,
+    priority: Priority,
+    make: C,
+) -> JoinHandle<F::Output>
 where
     C: FnOnce() -> F + Send + 'static,
     F: Future + 'static,
@@ -325,7 +339,11 @@ where
 /// # Safety
 /// `future` may be moved to the worker's thread and may be dropped on the
 /// calling thread before it was ever polled.
-unsafe fn submit<F>(group: &Arc<GroupShared>, priority: Priority, future: F) -> JoinHandle<F::Output>
+unsafe fn submit<F>(
+    group: &Arc<GroupShared>,
+    priority: Priority,
+    future: F,
+) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
     F::Output: Send + 'static,
@@ -431,7 +449,11 @@ pub(crate) struct WorkerLocal {
 }
 
 impl WorkerLocal {
-    pub(crate) fn new(shared: Arc<WorkerShared>, runtime: Arc<RuntimeShared>, seed: Option<u64>) -> WorkerLocal {
+    pub(crate) fn new(
+        shared: Arc<WorkerShared>,
+        runtime: Arc<RuntimeShared>,
+        seed: Option<u64>,
+    ) -> WorkerLocal {
         let now = runtime.clock.now_nanos();
         let manual = runtime.clock.is_manual();
         shared.started_at.store(now, Ordering::Relaxed);
@@ -506,7 +528,10 @@ impl WorkerLocal {
                 let header = unsafe { ptr.as_ref() };
                 (header.group_arc(), header.priority)
             }
-            None => (self.runtime.default_group(self.shared.index), Priority::Normal),
+            None => (
+                self.runtime.default_group(self.shared.index),
+                Priority::Normal,
+            ),
         }
     }
 
@@ -514,14 +539,20 @@ impl WorkerLocal {
         self.current.get()
     }
 
-    pub(crate) fn spawn<F>(&self, future: F, group: Arc<GroupShared>, priority: Priority) -> JoinHandle<F::Output>
+    pub(crate) fn spawn<F>(
+        &self,
+        future: F,
+        group: Arc<GroupShared>,
+        priority: Priority,
+    ) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
         let seq = self.sequence.get();
         self.sequence.set(seq + 1);
-        let NewTask { owner, join } = task::allocate(future, group, priority, task_id(self.shared.index, seq));
+        let NewTask { owner, join } =
+            task::allocate(future, group, priority, task_id(self.shared.index, seq));
         self.accept(owner);
         join
     }
@@ -541,9 +572,7 @@ impl WorkerLocal {
             stats.cancelled.add(1);
             return;
         }
-        header.local.set(local::QUEUED);
-        header.stamp.set(self.now.get());
-        stats.ready.add(1);
+        self.mark_ready(header);
         let slot = self.slab.borrow_mut().insert(task);
         // SAFETY: the slab keeps the task live.
         unsafe { ptr.as_ref() }.slot.set(slot);
@@ -557,6 +586,10 @@ impl WorkerLocal {
         let header = unsafe { ptr.as_ref() };
         let flags = header.local.get();
         if flags & (local::QUEUED | local::PARKED | local::DONE) != 0 {
+            if flags & local::PARKED != 0 && header.state.load() & CANCELLED != 0 {
+                // Aborted while parked: cancel it now, not at unpark.
+                self.release_cancelled(ptr);
+            }
             return;
         }
         if flags & local::RUNNING != 0 {
@@ -575,9 +608,7 @@ impl WorkerLocal {
         if flags & local::TIMER_WAIT != 0 {
             stats.waiting_timer.sub(1);
         }
-        header.local.set(local::QUEUED);
-        header.stamp.set(now);
-        stats.ready.add(1);
+        self.mark_ready(header);
         self.queue.borrow_mut().push(ptr);
     }
 
@@ -633,15 +664,57 @@ impl WorkerLocal {
         }
     }
 
+    /// Moves an aborted task from its group's parked list back to the run
+    /// queue, where `pop` lets it through (cancelled tasks are never parked)
+    /// to be cancelled.
+    fn release_cancelled(&self, ptr: TaskPtr) {
+        // SAFETY: parked tasks are live.
+        let header = unsafe { ptr.as_ref() };
+        let index = header.group().local_index as usize;
+        let found = {
+            let mut groups = self.groups.borrow_mut();
+            groups.get_mut(index).and_then(|g| {
+                let at = g.parked.iter().position(|&p| p == ptr)?;
+                Some(g.parked.swap_remove(at))
+            })
+        };
+        if found.is_some() {
+            let stats = &header.group().stats;
+            stats.parked.sub(1);
+            self.mark_ready(header);
+            self.queue.borrow_mut().push(ptr);
+        }
+    }
+
+    /// Flags a task as queued and counts it ready, noting when its group
+    /// went from no ready task to some (for live starvation).
+    #[inline]
+    fn mark_ready(&self, header: &task::Header) {
+        let now = self.now.get();
+        header.local.set(local::QUEUED);
+        header.stamp.set(now);
+        let stats = &header.group().stats;
+        if stats.ready.get() == 0 {
+            stats.ready_since.set(now);
+        }
+        stats.ready.add(1);
+    }
+
     fn is_parked(&self, ptr: TaskPtr) -> bool {
         // SAFETY: queued tasks are live.
         let header = unsafe { ptr.as_ref() };
+        if header.state.load() & CANCELLED != 0 {
+            return false;
+        }
         let bit = header.priority.bit();
         if self.node_parked.get() & bit != 0 {
             return true;
         }
         let index = header.group().local_index as usize;
-        self.groups.borrow().get(index).is_some_and(|g| g.parked_mask & bit != 0)
+        self.groups
+            .borrow()
+            .get(index)
+            .is_some_and(|g| g.parked_mask & bit != 0)
     }
 
     fn park_task(&self, ptr: TaskPtr) {
@@ -662,7 +735,13 @@ impl WorkerLocal {
     }
 
     fn apply_park(&self, group: Option<u32>, mask: u8, park: bool) {
-        let apply = |current: u8| if park { current | mask } else { current & !mask };
+        let apply = |current: u8| {
+            if park {
+                current | mask
+            } else {
+                current & !mask
+            }
+        };
         let mut released = Vec::new();
         {
             let mut groups = self.groups.borrow_mut();
@@ -687,16 +766,12 @@ impl WorkerLocal {
             let any = self.node_parked.get() != 0 || groups.iter().any(|g| g.parked_mask != 0);
             self.park_active.set(any);
         }
-        let now = self.now.get();
         let mut queue = self.queue.borrow_mut();
         for ptr in released {
             // SAFETY: parked tasks are live.
             let header = unsafe { ptr.as_ref() };
-            header.local.set(local::QUEUED);
-            header.stamp.set(now);
-            let stats = &header.group().stats;
-            stats.parked.sub(1);
-            stats.ready.add(1);
+            header.group().stats.parked.sub(1);
+            self.mark_ready(header);
             queue.push(ptr);
         }
     }
@@ -708,7 +783,9 @@ impl WorkerLocal {
             return false;
         };
         self.poll_task(ptr);
-        if self.shared.attention.load(Ordering::Relaxed) != 0 || self.now.get() >= self.next_deadline.get() {
+        if self.shared.attention.load(Ordering::Relaxed) != 0
+            || self.now.get() >= self.next_deadline.get()
+        {
             self.maintenance();
         }
         true
@@ -724,6 +801,8 @@ impl WorkerLocal {
         let waited = start.saturating_sub(header.stamp.get());
         stats.ready_wait.record(waited);
         stats.ready_wait_max.max(waited);
+        // The agent is being served: its live starvation clock restarts.
+        stats.ready_since.set(start);
         if header.state.load() & CANCELLED != 0 {
             stats.ready.sub(1);
             header.local.set(local::RUNNING);
@@ -803,14 +882,20 @@ impl WorkerLocal {
         let took = end.saturating_sub(self.window_start.get());
         self.shared.busy_nanos.add(took);
         let blame = match last {
-            Some((header, flagged)) if took >= self.long_poll_nanos && (flagged || count == 1) => Some(header),
+            Some((header, flagged)) if took >= self.long_poll_nanos && (flagged || count == 1) => {
+                Some(header)
+            }
             _ => None,
         };
         let mut per_poll = took / count as u64;
         if let Some(header) = blame {
             let stats = &header.group().stats;
-            stats.busy_nanos.add(took.saturating_sub(self.poll_estimate.get()));
-            stats.poll_time.move_one(self.estimate_bucket.get(), bucket_of(took));
+            stats
+                .busy_nanos
+                .add(took.saturating_sub(self.poll_estimate.get()));
+            stats
+                .poll_time
+                .move_one(self.estimate_bucket.get(), bucket_of(took));
             stats.long_polls.add(1);
             self.report_long_poll(header, took, end);
             // One outlier does not say how long the other polls take.
@@ -870,7 +955,8 @@ impl WorkerLocal {
 
     /// Drains the inbox and fires due timers.
     pub(crate) fn maintenance(&self) {
-        if self.shared.attention.swap(0, Ordering::Acquire) & INBOX != 0 {
+        // Only the INBOX bit: SUSPECT belongs to `note_poll`.
+        if self.shared.attention.fetch_and(!INBOX, Ordering::Acquire) & INBOX != 0 {
             self.drain_inbox();
         }
         if self.now.get() >= self.next_deadline.get() {
@@ -911,7 +997,8 @@ impl WorkerLocal {
             }
         }
         self.wake_source.set(WakeSource::Local);
-        self.next_deadline.set(self.timers.borrow_mut().next_deadline());
+        self.next_deadline
+            .set(self.timers.borrow_mut().next_deadline());
     }
 
     /// Runs ready tasks until none is left; returns the number of polls.
@@ -1018,7 +1105,6 @@ impl WorkerLocal {
         let timers = std::mem::take(&mut *self.timers.borrow_mut());
         drop(timers);
     }
-
 }
 
 fn release_parked(group: &mut GroupLocal, node_mask: u8, released: &mut Vec<TaskPtr>) {

@@ -314,7 +314,6 @@ fn abort_spawning_after_the_runtime_is_gone_cancels_at_once() {
 /// task should be cancelled (future dropped, handle ready) without waiting
 /// for its class to be unparked.
 #[test]
-#[ignore = "BUG: worker::WorkerLocal::wake_local ignores wakes of PARKED tasks, so abort() of a parked task only takes effect after unpark"]
 fn abort_of_a_parked_task_cancels_it_without_unparking() {
     let rt = Builder::deterministic().build_deterministic(6).unwrap();
     let agent = rt.group(GroupConfig::new("parked"));

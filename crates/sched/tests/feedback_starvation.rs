@@ -150,7 +150,6 @@ fn feedback_shows_a_starved_agent() {
 /// Starvation should be visible while it happens: a monitor reading
 /// feedback during the starvation must see the victim's wait grow.
 #[test]
-#[ignore = "BUG: ready_wait_max/ready_wait are only recorded when a task is finally polled (WorkerLocal::poll_task), so an agent starved for good reports 0"]
 fn feedback_ready_wait_max_grows_while_an_agent_is_starved() {
     let s = starve();
     let starved_for = s.after.at - s.before.at;

@@ -147,7 +147,6 @@ fn channel_senders_get_the_value_back_after_the_receiver_drops() {
 /// the wake-up meant for a sender still waiting: when the receiver frees a
 /// slot, the waiting sender gets it.
 #[test]
-#[ignore = "BUG: sync::channel keeps the waker of a dropped or re-polled send in send_wakers; recv wakes that stale waker instead of a live waiting sender (lost wake-up)"]
 fn channel_abandoned_send_does_not_steal_the_wakeup() {
     let rt = rt();
     let (tx, mut rx) = channel::<u32>(1);
@@ -179,7 +178,6 @@ fn channel_abandoned_send_does_not_steal_the_wakeup() {
 /// must not leave a second waker behind that later absorbs a wake-up meant
 /// for another waiting sender.
 #[test]
-#[ignore = "BUG: sync::channel Sender::poll_send pushes its waker on every Full poll, so a re-polled send leaves duplicates that absorb wake-ups (lost wake-up)"]
 fn channel_repolled_send_does_not_steal_the_wakeup() {
     let rt = rt();
     let (tx, mut rx) = channel::<u32>(1);

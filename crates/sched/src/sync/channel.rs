@@ -4,10 +4,13 @@
 //! - `buffer.len() <= capacity` at all times.
 //! - `recv_waiting` is true only while the receiver waits on an empty
 //!   buffer; its waker stays registered between waits (woken by reference),
-//!   so a ping-pong costs no waker clone or drop. `send_wakers` holds the
-//!   wakers of senders waiting on a full buffer, in arrival order; each
-//!   `send` wakes at most the receiver, each `recv` at most one waiting
-//!   sender.
+//!   so a ping-pong costs no waker clone or drop.
+//! - `send_waiters` holds one entry per [`Sending`] future waiting on a full
+//!   buffer, in arrival order, keyed by the future's ticket: re-polling a
+//!   waiting send replaces its waker in place, dropping it removes its
+//!   entry. Each `recv` wakes (and removes) the first entry; a woken send
+//!   that is dropped without sending passes the wake on, so a free slot
+//!   is never left with a sender asleep.
 //! - `senders` counts live `Sender`s; at zero the receiver drains what is
 //!   buffered and then sees `None`. After the receiver is dropped every send
 //!   fails and hands the value back.
@@ -15,7 +18,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -24,7 +28,8 @@ struct Shared<T> {
     capacity: usize,
     recv_waker: Cell<Option<Waker>>,
     recv_waiting: Cell<bool>,
-    send_wakers: RefCell<VecDeque<Waker>>,
+    send_waiters: RefCell<VecDeque<(u64, Waker)>>,
+    next_ticket: Cell<u64>,
     senders: Cell<usize>,
     receiver_alive: Cell<bool>,
 }
@@ -58,11 +63,17 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         capacity,
         recv_waker: Cell::new(None),
         recv_waiting: Cell::new(false),
-        send_wakers: RefCell::new(VecDeque::new()),
+        send_waiters: RefCell::new(VecDeque::new()),
+        next_ticket: Cell::new(0),
         senders: Cell::new(1),
         receiver_alive: Cell::new(true),
     });
-    (Sender { shared: shared.clone() }, Receiver { shared })
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
 }
 
 /// The sending half; clone it for more senders.
@@ -104,45 +115,127 @@ impl<T> Shared<T> {
 
     #[inline]
     fn wake_one_sender(&self) {
-        let waker = {
-            let mut wakers = self.send_wakers.borrow_mut();
-            if wakers.is_empty() {
+        let waiter = {
+            let mut waiters = self.send_waiters.borrow_mut();
+            if waiters.is_empty() {
                 return;
             }
-            wakers.pop_front()
+            waiters.pop_front()
         };
-        if let Some(waker) = waker {
+        if let Some((_, waker)) = waiter {
             waker.wake();
         }
     }
 
     fn wake_all_senders(&self) {
-        let wakers = std::mem::take(&mut *self.send_wakers.borrow_mut());
-        for waker in wakers {
+        let waiters = std::mem::take(&mut *self.send_waiters.borrow_mut());
+        for (_, waker) in waiters {
             waker.wake();
+        }
+    }
+
+    /// Registers (or refreshes) the waker of the waiting send `ticket`.
+    fn wait_to_send(&self, ticket: u64, waker: &Waker) {
+        let mut waiters = self.send_waiters.borrow_mut();
+        match waiters.iter_mut().find(|(t, _)| *t == ticket) {
+            Some((_, current)) if current.will_wake(waker) => {}
+            Some((_, current)) => *current = waker.clone(),
+            None => waiters.push_back((ticket, waker.clone())),
+        }
+    }
+
+    /// Forgets the waiting send `ticket`; true when it was still waiting
+    /// (false: it had been woken, or never waited).
+    fn stop_waiting(&self, ticket: u64) -> bool {
+        let mut waiters = self.send_waiters.borrow_mut();
+        match waiters.iter().position(|(t, _)| *t == ticket) {
+            Some(i) => {
+                waiters.remove(i);
+                true
+            }
+            None => false,
         }
     }
 }
 
-impl<T> Sender<T> {
-    /// Sends `value`, waiting while the buffer is full.
-    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
-        let mut value = Some(value);
-        poll_fn(|cx| self.poll_send(cx, &mut value)).await
-    }
+/// Future returned by [`Sender::send`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sending<'a, T> {
+    sender: &'a Sender<T>,
+    value: Option<T>,
+    /// Set once this send has waited on a full buffer.
+    ticket: Option<u64>,
+}
 
-    fn poll_send(&self, cx: &mut Context<'_>, value: &mut Option<T>) -> Poll<Result<(), SendError<T>>> {
-        let Some(v) = value.take() else {
+impl<T> Unpin for Sending<'_, T> {}
+
+impl<T> Future for Sending<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(value) = self.value.take() else {
             return Poll::Ready(Ok(()));
         };
-        match self.try_send(v) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(TrySendError::Closed(v)) => Poll::Ready(Err(SendError(v))),
-            Err(TrySendError::Full(v)) => {
-                *value = Some(v);
-                self.shared.send_wakers.borrow_mut().push_back(cx.waker().clone());
+        let shared = &self.sender.shared;
+        match self.sender.try_send(value) {
+            Ok(()) => {
+                if let Some(ticket) = self.ticket.take() {
+                    shared.stop_waiting(ticket);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(TrySendError::Closed(value)) => {
+                if let Some(ticket) = self.ticket.take() {
+                    shared.stop_waiting(ticket);
+                }
+                Poll::Ready(Err(SendError(value)))
+            }
+            Err(TrySendError::Full(value)) => {
+                let ticket = match self.ticket {
+                    Some(ticket) => ticket,
+                    None => {
+                        let ticket = shared.next_ticket.get();
+                        shared.next_ticket.set(ticket + 1);
+                        ticket
+                    }
+                };
+                shared.wait_to_send(ticket, cx.waker());
+                self.ticket = Some(ticket);
+                self.value = Some(value);
                 Poll::Pending
             }
+        }
+    }
+}
+
+impl<T> Drop for Sending<'_, T> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let shared = &self.sender.shared;
+            if !shared.stop_waiting(ticket) && self.value.is_some() {
+                // We were woken for a free slot we will not use.
+                shared.wake_one_sender();
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sending<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sending")
+            .field("waiting", &self.ticket.is_some())
+            .finish()
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting while the buffer is full. Dropping the
+    /// returned future before it finishes drops the value.
+    pub fn send(&self, value: T) -> Sending<'_, T> {
+        Sending {
+            sender: self,
+            value: Some(value),
+            ticket: None,
         }
     }
 
@@ -248,13 +341,17 @@ impl<T> Drop for Receiver<T> {
 
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("closed", &self.is_closed()).finish()
+        f.debug_struct("Sender")
+            .field("closed", &self.is_closed())
+            .finish()
     }
 }
 
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver").field("buffered", &self.len()).finish()
+        f.debug_struct("Receiver")
+            .field("buffered", &self.len())
+            .finish()
     }
 }
 

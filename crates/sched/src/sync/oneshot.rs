@@ -131,7 +131,9 @@ impl<T> Drop for OneshotReceiver<T> {
 
 impl<T> fmt::Debug for OneshotSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OneshotSender").field("closed", &self.is_closed()).finish()
+        f.debug_struct("OneshotSender")
+            .field("closed", &self.is_closed())
+            .finish()
     }
 }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use tiffany_core::TaskId;
 
-use super::state::{COMPLETE, JOIN_INTEREST, JOIN_WAKER, CANCELLED};
+use super::state::{CANCELLED, COMPLETE, JOIN_INTEREST, JOIN_WAKER};
 use super::{Header, TaskPtr, release, waker};
 
 /// An owned permission to wait for a task's output.
@@ -145,7 +145,11 @@ impl<T> Future for JoinHandle<T> {
                 .as_ref()
                 .is_some_and(|w| w.will_wake(cx.waker()));
             if same || !self.unset_join_waker() {
-                return if self.is_finished() { self.take_output() } else { Poll::Pending };
+                return if self.is_finished() {
+                    self.take_output()
+                } else {
+                    Poll::Pending
+                };
             }
         }
         if self.set_join_waker(cx.waker()) {
@@ -172,7 +176,10 @@ impl<T> Drop for JoinHandle<T> {
             return;
         }
         loop {
-            match header.state.compare_exchange(current, current & !JOIN_INTEREST) {
+            match header
+                .state
+                .compare_exchange(current, current & !JOIN_INTEREST)
+            {
                 Ok(prev) => {
                     if prev & COMPLETE != 0 {
                         // The output is ours and nobody will read it.
@@ -280,7 +287,12 @@ impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Cancelled => write!(f, "JoinError::Cancelled({})", self.id),
-            Repr::Panic(_) => write!(f, "JoinError::Panic({}, {:?})", self.id, self.panic_message()),
+            Repr::Panic(_) => write!(
+                f,
+                "JoinError::Panic({}, {:?})",
+                self.id,
+                self.panic_message()
+            ),
         }
     }
 }

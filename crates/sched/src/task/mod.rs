@@ -34,8 +34,8 @@ use tiffany_core::TaskId;
 pub use join::{JoinError, JoinHandle};
 use state::State;
 
-use crate::group::GroupShared;
 use crate::Priority;
+use crate::group::GroupShared;
 
 /// Owner-thread flags kept in [`Header::local`].
 pub(crate) mod local {
@@ -197,7 +197,12 @@ pub(crate) struct NewTask<T> {
 /// Allocates a task for `future` in `group` with two references: `owner`,
 /// which the worker keeps in its slab until the task completes, and the join
 /// handle's.
-pub(crate) fn allocate<F>(future: F, group: Arc<GroupShared>, priority: Priority, id: u64) -> NewTask<F::Output>
+pub(crate) fn allocate<F>(
+    future: F,
+    group: Arc<GroupShared>,
+    priority: Priority,
+    id: u64,
+) -> NewTask<F::Output>
 where
     F: Future + 'static,
     F::Output: 'static,
@@ -292,10 +297,15 @@ pub(crate) unsafe fn complete_and_release(owner: TaskRef) {
     let ptr = owner.ptr();
     let header = owner.header();
     let mut current = header.state.load();
-    while current & (state::JOIN_WAKER | state::COMPLETE) == 0 && current & state::JOIN_INTEREST != 0 {
+    while current & (state::JOIN_WAKER | state::COMPLETE) == 0
+        && current & state::JOIN_INTEREST != 0
+    {
         // COMPLETE set and our reference dropped in one step; the join side
         // holds a reference, so this is never the last one.
-        match header.state.compare_exchange(current, (current | state::COMPLETE) - state::REF_ONE) {
+        match header
+            .state
+            .compare_exchange(current, (current | state::COMPLETE) - state::REF_ONE)
+        {
             Ok(_) => {
                 std::mem::forget(owner);
                 return;
@@ -364,7 +374,11 @@ unsafe fn poll_impl<F: Future>(ptr: TaskPtr, cx: &mut Context<'_>) -> PollOutcom
 /// Stores `output`, dropping the future first; a panic in the future's
 /// destructor turns a successful output into a panic error. Returns whether
 /// the stored output is `Ok`.
-fn finish<F: Future>(stage: &mut Stage<F>, id: TaskId, output: Result<F::Output, JoinError>) -> bool {
+fn finish<F: Future>(
+    stage: &mut Stage<F>,
+    id: TaskId,
+    output: Result<F::Output, JoinError>,
+) -> bool {
     let output = match replace_stage(stage, Stage::Consumed) {
         Some(payload) if output.is_ok() => Err(JoinError::panic(id, payload)),
         _ => output,
@@ -421,7 +435,11 @@ mod tests {
     use crate::{Builder, Runtime, yield_now};
 
     fn runtime() -> Runtime {
-        Runtime::builder().workers(2).io(false).build().expect("runtime")
+        Runtime::builder()
+            .workers(2)
+            .io(false)
+            .build()
+            .expect("runtime")
     }
 
     /// Counts drops, to check every future and output is dropped once.
@@ -451,7 +469,11 @@ mod tests {
             output
         }));
         drop(rt);
-        assert_eq!(drops.load(Ordering::SeqCst), 2, "detached output or future dropped once");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            2,
+            "detached output or future dropped once"
+        );
     }
 
     #[test]
@@ -506,7 +528,7 @@ mod tests {
             panic!("boom");
         });
         let other = rt.spawn(async { 1 });
-        let err = rt.block_on(async move { handle.await }).expect_err("panicked");
+        let err = rt.block_on(handle).expect_err("panicked");
         assert!(err.is_panic());
         assert_eq!(err.panic_message().as_deref(), Some("boom"));
         assert_eq!(rt.block_on(other).expect("other task"), 1);
@@ -534,7 +556,9 @@ mod tests {
 
     #[test]
     fn task_deterministic_runtime_runs_local_futures() {
-        let rt = Builder::deterministic().build_deterministic(3).expect("runtime");
+        let rt = Builder::deterministic()
+            .build_deterministic(3)
+            .expect("runtime");
         let out = rt.block_on(async {
             let shared = std::rc::Rc::new(std::cell::Cell::new(0));
             let mut children = Vec::new();

@@ -387,7 +387,7 @@ impl WorkerFeedback {
     }
 }
 
-/// A node-wide feedback snapshot. See [`Runtime::feedback`](crate::Runtime::feedback).
+/// A node-wide feedback snapshot. See [`Handle::feedback`](crate::Handle::feedback).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Feedback {

@@ -39,8 +39,8 @@ fn main() {
     }
     if mode == "channel" {
         let ns = rt.block_on_pinned(move || async move {
-            let (ping_tx, mut ping_rx) = tiffany_sched::sync::channel::<u64>(16);
-            let (pong_tx, mut pong_rx) = tiffany_sched::sync::channel::<u64>(16);
+            let (ping_tx, mut ping_rx) = tiffany_sched::sync::channel::<u64>(64);
+            let (pong_tx, mut pong_rx) = tiffany_sched::sync::channel::<u64>(64);
             let ponger = tiffany_sched::spawn(async move {
                 while let Some(v) = ping_rx.recv().await {
                     if pong_tx.send(v).await.is_err() {

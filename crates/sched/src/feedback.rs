@@ -192,27 +192,32 @@ impl HistogramSnapshot {
 }
 
 /// Live statistics of one agent (task group), written by its worker.
+///
+/// Laid out for the poll path: the eight fields every poll or wake touches
+/// share the first cache line; histograms follow, each poll touching one
+/// bucket of two of them.
 #[derive(Default)]
+#[repr(C, align(64))]
 pub(crate) struct GroupStats {
-    pub(crate) spawned: Stat,
-    pub(crate) completed: Stat,
-    pub(crate) panicked: Stat,
-    pub(crate) cancelled: Stat,
     pub(crate) polls: Stat,
     pub(crate) busy_nanos: Stat,
-    pub(crate) long_polls: Stat,
-    /// Tasks in a run queue.
+    /// Tasks in a run queue or being polled.
     pub(crate) ready: Stat,
+    /// When the agent last went from no ready task to some, or last got a
+    /// poll (clock ns); meaningful while `ready > 0`.
+    pub(crate) ready_since: Stat,
+    pub(crate) ready_wait_max: Stat,
     /// Tasks waiting for a wake (not ready, not running, not parked).
     pub(crate) waiting: Stat,
     /// Of the waiting tasks, those waiting on a timer of the runtime.
     pub(crate) waiting_timer: Stat,
     /// Ready tasks held back by parking.
     pub(crate) parked: Stat,
-    pub(crate) ready_wait_max: Stat,
-    /// When the agent last went from no ready task to some, or last got a
-    /// poll (clock ns); meaningful while `ready > 0`.
-    pub(crate) ready_since: Stat,
+    pub(crate) spawned: Stat,
+    pub(crate) completed: Stat,
+    pub(crate) panicked: Stat,
+    pub(crate) cancelled: Stat,
+    pub(crate) long_polls: Stat,
     /// Time from ready to polled (starvation).
     pub(crate) ready_wait: Histogram,
     /// Poll durations.

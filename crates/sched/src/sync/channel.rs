@@ -18,7 +18,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -158,6 +158,22 @@ impl<T> Shared<T> {
     }
 }
 
+/// Future returned by [`Receiver::recv`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct Recv<'a, T> {
+    receiver: &'a mut Receiver<T>,
+}
+
+impl<T> Future for Recv<'_, T> {
+    type Output = Option<T>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
 /// Future returned by [`Sender::send`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sending<'a, T> {
@@ -286,11 +302,12 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// Receives the next value; `None` once every sender is gone and the
     /// buffer is empty.
-    pub async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub fn recv(&mut self) -> Recv<'_, T> {
+        Recv { receiver: self }
     }
 
     /// Polls for the next value.
+    #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let shared = &self.shared;
         let value = shared.buffer.borrow_mut().pop_front();

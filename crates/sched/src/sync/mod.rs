@@ -9,5 +9,5 @@
 mod channel;
 mod oneshot;
 
-pub use channel::{Receiver, SendError, Sender, Sending, TrySendError, channel};
+pub use channel::{Receiver, Recv, SendError, Sender, Sending, TrySendError, channel};
 pub use oneshot::{OneshotReceiver, OneshotSender, RecvError, oneshot};

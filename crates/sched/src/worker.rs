@@ -580,7 +580,7 @@ impl WorkerLocal {
     }
 
     /// A wake on the owner thread.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn wake_local(&self, ptr: TaskPtr) {
         // SAFETY: wakers hold or borrow a reference.
         let header = unsafe { ptr.as_ref() };

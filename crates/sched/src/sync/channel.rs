@@ -115,13 +115,10 @@ impl<T> Shared<T> {
 
     #[inline]
     fn wake_one_sender(&self) {
-        let waiter = {
-            let mut waiters = self.send_waiters.borrow_mut();
-            if waiters.is_empty() {
-                return;
-            }
-            waiters.pop_front()
-        };
+        if self.send_waiters.borrow().is_empty() {
+            return;
+        }
+        let waiter = self.send_waiters.borrow_mut().pop_front();
         if let Some((_, waker)) = waiter {
             waker.wake();
         }

@@ -1,0 +1,96 @@
+//! The log's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Lsn;
+
+/// Everything that can go wrong with a log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier `fsync` failed: the log refuses all writes until it is
+    /// reopened, because the kernel may have dropped the unsynced pages
+    /// (the "fsyncgate" lesson: never retry a failed fsync).
+    #[error("the log is poisoned by an earlier failed sync ({cause}); reopen it to recover")]
+    Poisoned {
+        /// What the failed sync reported.
+        cause: String,
+    },
+    /// Another process (or another open handle) holds the directory.
+    #[error("the log directory {dir} is locked by another process")]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A file in the directory is not a segment of ours.
+    #[error("{path} is not a Tiffany log segment (bad magic number)")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A segment was written by a newer format version.
+    #[error("{path} has format version {found}; this build reads versions up to {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u16,
+        /// The newest version this build reads.
+        supported: u16,
+    },
+    /// Damaged data before the end of the log.
+    #[error("corrupt log at slot {slot} offset {offset} (after LSN {last_good}): {reason}")]
+    Corrupt {
+        /// The slot file index.
+        slot: u32,
+        /// Byte offset in the slot file.
+        offset: u64,
+        /// The last LSN read intact before the damage.
+        last_good: Lsn,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A record does not fit in a segment.
+    #[error("a {len}-byte record does not fit in a {segment_size}-byte segment")]
+    TooLarge {
+        /// The payload length.
+        len: usize,
+        /// The configured segment size.
+        segment_size: u64,
+    },
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    /// A replay asked for records the log no longer (or not yet) holds.
+    #[error("LSN {requested} is not in the log (it holds {first}..={last})")]
+    OutOfRange {
+        /// The LSN asked for.
+        requested: Lsn,
+        /// The oldest LSN still held.
+        first: Lsn,
+        /// The newest LSN.
+        last: Lsn,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Tiffany's write-ahead log: every agent step is appended here before it
+//! takes effect.
+//!
+//! # Overview
+//! - [`Wal`] is an open log in a directory. [`Wal::open`] recovers it (or
+//!   creates it) and returns it ready to append. [`Wal::append`] writes a
+//!   record for a stream (an agent) and returns its [`Lsn`] once the record
+//!   is as durable as its [`SyncMode`] asks; concurrent appenders share one
+//!   `fdatasync` (group commit).
+//! - Records live in fixed-size, preallocated *segments* held in *slot*
+//!   files reused as a ring; each record is framed with its length, a
+//!   CRC32C, its LSN, its stream and its segment's sequence number, so a
+//!   stale record from an earlier pass of the ring is never read as valid
+//!   (`docs/wal-format.md`).
+//! - [`Wal::checkpoint`] records that the caller's state up to an LSN is
+//!   saved elsewhere; recovery starts from the newest checkpoint and
+//!   segments wholly before it are recycled.
+//! - [`Wal::replay`] iterates the records of an LSN range, optionally of one
+//!   stream, checking every checksum.
+//! - All file I/O goes through a [`Storage`]: [`FileStorage`] for real
+//!   disks; tests use a fault-injecting one.
+//!
+//! # Durability
+//! | mode | acknowledged when | survives |
+//! |---|---|---|
+//! | [`SyncMode::None`] | copied into the log's memory map | a crash of the process, usually (no promise) |
+//! | [`SyncMode::Buffer`] | copied into the memory map (the OS page cache) | a crash of the process |
+//! | [`SyncMode::Data`] | after an `fdatasync` covering it | a crash of the machine, a power loss |
+//!
+//! A failed `fdatasync` poisons the log: every later call fails with
+//! [`Error::Poisoned`] until the log is reopened (and recovered), because
+//! after a failed sync the kernel may have dropped the dirty pages.
+//!
+//! # Example
+//! ```
+//! use tiffany_wal::{Lsn, SyncMode, Wal, WalConfig};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let config = WalConfig { segment_size: 1 << 20, ..WalConfig::default() };
+//! let wal = Wal::open(dir.path(), config.clone()).unwrap();
+//! let first = wal.append(7, b"plan: list files", SyncMode::Data).unwrap();
+//! wal.append(7, b"observe: 3 files", SyncMode::Data).unwrap();
+//! drop(wal);
+//!
+//! let wal = Wal::open(dir.path(), config).unwrap();
+//! let payloads: Vec<Vec<u8>> = wal
+//!     .replay(first..)
+//!     .unwrap()
+//!     .map(|r| r.unwrap().payload().to_vec())
+//!     .collect();
+//! assert_eq!(payloads, [b"plan: list files".to_vec(), b"observe: 3 files".to_vec()]);
+//! ```
+
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
+
+mod error;
+pub mod format;
+mod log;
+mod storage;
+
+use std::fmt;
+
+pub use error::Error;
+pub use log::{Checkpoint, Record, RecoveryReport, Replay, TornTail, Wal};
+pub use storage::{DirLock, FileStorage, RealFile, Storage, StorageFile};
+
+/// A log sequence number: the position of a record in the log, from 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How durable a record must be before [`Wal::append`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// No promise: return as soon as the record is in the log's memory.
+    None,
+    /// In the operating system's page cache: survives a crash of the
+    /// process, not of the machine.
+    Buffer,
+    /// On stable storage (`fdatasync`): survives a power loss.
+    #[default]
+    Data,
+}
+
+/// What to do with damage found while recovering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Fail on any damage other than a torn last record, which a crash in
+    /// the middle of a write leaves behind and is truncated (and reported).
+    #[default]
+    AbsoluteConsistency,
+    /// Truncate the last segment at the first damaged record and report
+    /// what was cut, even when intact records follow it. Damage before the
+    /// last segment is still an error.
+    TolerateCorruptTail,
+}
+
+/// How a log is laid out and recovered. Field docs give defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalConfig {
+    /// Size of each segment slot file in bytes (default 64 MiB; at least
+    /// 64 KiB).
+    pub segment_size: u64,
+    /// What recovery does with damage (default
+    /// [`RecoveryMode::AbsoluteConsistency`]).
+    pub recovery: RecoveryMode,
+    /// Bytes past the newest checkpoint beyond which
+    /// [`RecoveryReport::tail_over_cap`] is raised (default 128 MiB): the
+    /// caller should checkpoint to keep boot time bounded.
+    pub max_tail_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> WalConfig {
+        WalConfig {
+            segment_size: 64 << 20,
+            recovery: RecoveryMode::default(),
+            max_tail_bytes: 128 << 20,
+        }
+    }
+}

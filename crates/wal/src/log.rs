@@ -1,0 +1,1112 @@
+//! The log: recovery, appends with group commit, rotation over ring slots,
+//! checkpoints and replay.
+//!
+//! Invariants:
+//! - `Writer` (behind the append lock) owns the write position. A record is
+//!   copied into the active segment under that lock, then `written` is
+//!   raised to its LSN; `durable` only ever rises, to an LSN whose record
+//!   and all earlier ones have been covered by an `fdatasync`.
+//! - At most one sync round runs at a time (`SyncRound::running`). Its
+//!   leader syncs the segment that was active when it read its target LSN;
+//!   a rotation syncs the segment it seals before leaving it, so every
+//!   record up to the target is in a synced file either way.
+//! - Live segments have consecutive sequence numbers; the back of
+//!   `segments` is the active one. Slots of segments wholly before the
+//!   newest checkpoint are recycled, but only once no replay holds their
+//!   file (`Arc` count), so a reader never sees a slot rewritten under it.
+//! - After a failed sync the log is poisoned for good: nothing is written
+//!   or acknowledged again by this handle.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::format::{
+    self, CheckpointFile, FLAG_CHECKPOINT, FLAG_SEAL, FRAME_HEADER, Frame, FrameHeader,
+    HEADER_BLOCK, HEADER_LEN, HeaderError, SegmentHeader, frame_size,
+};
+use crate::storage::{FileStorage, Storage, StorageFile};
+use crate::{Error, Lsn, RecoveryMode, SyncMode, WalConfig};
+
+const CHECKPOINT_NAME: &str = "CHECKPOINT";
+/// The smallest segment size accepted.
+const MIN_SEGMENT: u64 = 64 << 10;
+
+fn slot_name(slot: u32) -> String {
+    format!("slot-{slot:04}.seg")
+}
+
+fn parse_slot(name: &str) -> Option<u32> {
+    name.strip_prefix("slot-")?
+        .strip_suffix(".seg")?
+        .parse()
+        .ok()
+}
+
+/// A checkpoint: the caller's state up to `lsn` is saved elsewhere, under
+/// `snapshot_ref`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Everything up to and including this LSN is covered by the snapshot.
+    pub lsn: Lsn,
+    /// The caller's reference to its snapshot (a file name, a key...).
+    pub snapshot_ref: Vec<u8>,
+}
+
+/// A torn record at the end of the log, left by a crash in mid-write, and
+/// cut off by recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// Slot file index.
+    pub slot: u32,
+    /// Offset of the torn frame.
+    pub offset: u64,
+}
+
+/// What [`Wal::open_with_report`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The newest checkpoint, where replay should start.
+    pub checkpoint: Option<Checkpoint>,
+    /// The first LSN the log still holds (1 for a new log).
+    pub first_lsn: Lsn,
+    /// The last LSN recovered (0 for an empty log).
+    pub last_lsn: Lsn,
+    /// Bytes of records after the checkpoint (what a boot replays).
+    pub tail_bytes: u64,
+    /// True when `tail_bytes` exceeds [`WalConfig::max_tail_bytes`].
+    pub tail_over_cap: bool,
+    /// A torn last record that was cut off.
+    pub torn_tail: Option<TornTail>,
+    /// Damage cut off under [`RecoveryMode::TolerateCorruptTail`]: where,
+    /// and why.
+    pub truncated_corruption: Option<(TornTail, &'static str)>,
+    /// Slots whose header was unreadable (a rotation interrupted by a crash
+    /// before any record was written to it) and were reclaimed.
+    pub reclaimed_slots: Vec<u32>,
+    /// Segments scanned.
+    pub segments_scanned: usize,
+}
+
+/// An open write-ahead log. Cheap to share: wrap it in an `Arc`; every
+/// method takes `&self`.
+pub struct Wal<S: Storage = FileStorage> {
+    inner: Inner<S>,
+}
+
+struct Inner<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    config: WalConfig,
+    _lock: S::Lock,
+    write: Mutex<Writer<S>>,
+    sync: Mutex<SyncRound>,
+    synced: Condvar,
+    written: AtomicU64,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    poison: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct SyncRound {
+    running: bool,
+}
+
+struct Segment<S: Storage> {
+    slot: u32,
+    seq: u64,
+    first_lsn: Lsn,
+    file: Arc<S::File>,
+    /// Offset just past the last record.
+    end: u64,
+    /// LSN of the last record (first_lsn - 1 when empty).
+    last_lsn: Lsn,
+}
+
+struct Writer<S: Storage> {
+    segments: VecDeque<Segment<S>>,
+    free: Vec<(u32, Arc<S::File>)>,
+    slots: u32,
+    next_lsn: u64,
+    next_seq: u64,
+    checkpoint: Option<(Checkpoint, u64)>,
+    buf: Vec<u8>,
+}
+
+impl Wal<FileStorage> {
+    /// Opens (recovering) or creates the log in `dir` on the real disk.
+    pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal, Error> {
+        Ok(Wal::open_with_report(dir, config)?.0)
+    }
+
+    /// Like [`Wal::open`], also returning what recovery found.
+    pub fn open_with_report(
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal, RecoveryReport), Error> {
+        Wal::open_in(FileStorage, dir, config)
+    }
+}
+
+impl<S: Storage> Wal<S> {
+    /// Opens (recovering) or creates the log in `dir` on `storage`.
+    pub fn open_in(
+        storage: S,
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal<S>, RecoveryReport), Error> {
+        let dir = dir.as_ref().to_path_buf();
+        if config.segment_size < MIN_SEGMENT {
+            return Err(Error::Config("segment_size must be at least 64 KiB"));
+        }
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = storage.lock(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked { dir: dir.clone() }
+            } else {
+                Error::io("lock", &dir, e)
+            }
+        })?;
+        let (writer, report) = recover(&storage, &dir, &config)?;
+        let last = writer.next_lsn - 1;
+        let wal = Wal {
+            inner: Inner {
+                storage,
+                dir,
+                config,
+                _lock: lock,
+                write: Mutex::new(writer),
+                sync: Mutex::new(SyncRound::default()),
+                synced: Condvar::new(),
+                written: AtomicU64::new(last),
+                durable: AtomicU64::new(last),
+                poisoned: AtomicBool::new(false),
+                poison: Mutex::new(None),
+            },
+        };
+        Ok((wal, report))
+    }
+
+    /// Appends `payload` to `stream` and returns its LSN once it is as
+    /// durable as `mode` asks.
+    pub fn append(&self, stream: u64, payload: &[u8], mode: SyncMode) -> Result<Lsn, Error> {
+        self.check_poison()?;
+        let lsn = self.writer()?.append(&self.inner, stream, payload, 0)?;
+        self.inner.written.store(lsn.0, Ordering::Release);
+        if mode == SyncMode::Data {
+            self.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends several records to one stream with one wait for durability;
+    /// returns the LSN of the last.
+    pub fn append_batch<'a>(
+        &self,
+        stream: u64,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+        mode: SyncMode,
+    ) -> Result<Option<Lsn>, Error> {
+        self.check_poison()?;
+        let mut last = None;
+        {
+            let mut writer = self.writer()?;
+            for payload in payloads {
+                let lsn = writer.append(&self.inner, stream, payload, 0)?;
+                self.inner.written.store(lsn.0, Ordering::Release);
+                last = Some(lsn);
+            }
+        }
+        if let (Some(lsn), SyncMode::Data) = (last, mode) {
+            self.wait_durable(lsn)?;
+        }
+        Ok(last)
+    }
+
+    /// Makes every record appended so far durable.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.check_poison()?;
+        let target = Lsn(self.inner.written.load(Ordering::Acquire));
+        self.wait_durable(target)
+    }
+
+    /// The LSN of the last record appended (0 when the log is empty).
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.inner.written.load(Ordering::Acquire))
+    }
+
+    /// The highest LSN known durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.inner.durable.load(Ordering::Acquire))
+    }
+
+    /// Records a checkpoint: the caller's state up to `lsn` is saved under
+    /// `snapshot_ref`. Durable when this returns. Segments holding only
+    /// records up to `lsn` become reusable.
+    pub fn checkpoint(&self, lsn: Lsn, snapshot_ref: &[u8]) -> Result<Lsn, Error> {
+        self.check_poison()?;
+        if lsn > self.last_lsn() {
+            return Err(Error::OutOfRange {
+                requested: lsn,
+                first: self.first_lsn()?,
+                last: self.last_lsn(),
+            });
+        }
+        let mut payload = Vec::with_capacity(8 + snapshot_ref.len());
+        payload.extend_from_slice(&lsn.0.to_le_bytes());
+        payload.extend_from_slice(snapshot_ref);
+        let record = self
+            .writer()?
+            .append(&self.inner, 0, &payload, FLAG_CHECKPOINT)?;
+        self.inner.written.store(record.0, Ordering::Release);
+        self.wait_durable(record)?;
+        let mut writer = self.writer()?;
+        let keep_from = writer
+            .segment_index_of(Lsn(lsn.0 + 1))
+            .unwrap_or(writer.segments.len() - 1);
+        let oldest_seq = writer.segments.get(keep_from).map_or(0, |s| s.seq);
+        let file = CheckpointFile {
+            lsn,
+            record_lsn: record,
+            segment_seq: oldest_seq,
+            snapshot_ref: snapshot_ref.to_vec(),
+        };
+        self.inner
+            .storage
+            .write_atomic(&self.inner.dir, CHECKPOINT_NAME, &file.encode())
+            .map_err(|e| Error::io("write checkpoint", self.inner.dir.join(CHECKPOINT_NAME), e))?;
+        let checkpoint = Checkpoint {
+            lsn,
+            snapshot_ref: snapshot_ref.to_vec(),
+        };
+        writer.checkpoint = Some((checkpoint, oldest_seq));
+        for _ in 0..keep_from {
+            if let Some(segment) = writer.segments.pop_front() {
+                writer.free.push((segment.slot, segment.file));
+            }
+        }
+        Ok(record)
+    }
+
+    /// The newest checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, Error> {
+        Ok(self.writer()?.checkpoint.as_ref().map(|(c, _)| c.clone()))
+    }
+
+    /// The first LSN the log still holds.
+    pub fn first_lsn(&self) -> Result<Lsn, Error> {
+        Ok(self
+            .writer()?
+            .segments
+            .front()
+            .map_or(Lsn(1), |s| s.first_lsn))
+    }
+
+    /// Iterates the records with LSNs in `range` (checkpoint records
+    /// included; see [`Record::is_checkpoint`]), checking each checksum.
+    /// Records appended after this call are not included.
+    pub fn replay(&self, range: impl RangeBounds<Lsn>) -> Result<Replay<S>, Error> {
+        let writer = self.writer()?;
+        let first = writer.segments.front().map_or(Lsn(1), |s| s.first_lsn);
+        let last = Lsn(writer.next_lsn - 1);
+        let from = match range.start_bound() {
+            Bound::Included(l) => *l,
+            Bound::Excluded(l) => Lsn(l.0 + 1),
+            Bound::Unbounded => first,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(l) => Lsn(l.0.saturating_add(1)),
+            Bound::Excluded(l) => *l,
+            Bound::Unbounded => Lsn(last.0 + 1),
+        };
+        if from < first && from < to {
+            return Err(Error::OutOfRange {
+                requested: from,
+                first,
+                last,
+            });
+        }
+        let segments = writer
+            .segments
+            .iter()
+            .filter(|s| s.last_lsn >= from && s.first_lsn < to)
+            .map(|s| (s.slot, s.seq, Arc::clone(&s.file), s.end))
+            .collect();
+        Ok(Replay {
+            dir: self.inner.dir.clone(),
+            segments,
+            current: None,
+            from,
+            to,
+            stream: None,
+            done: false,
+        })
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Writer<S>>, Error> {
+        self.inner.write.lock().map_err(|_| Error::Poisoned {
+            cause: "a thread panicked while appending".to_owned(),
+        })
+    }
+
+    fn check_poison(&self) -> Result<(), Error> {
+        if !self.inner.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let cause = self
+            .inner
+            .poison
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Err(Error::Poisoned { cause })
+    }
+
+    /// Group commit: returns once `lsn` is durable, running a sync round
+    /// when none is running, or waiting for the running one. Blocks the
+    /// calling thread by design (this is the blocking API).
+    #[allow(clippy::disallowed_methods)]
+    fn wait_durable(&self, lsn: Lsn) -> Result<(), Error> {
+        let inner = &self.inner;
+        loop {
+            if inner.durable.load(Ordering::Acquire) >= lsn.0 {
+                return Ok(());
+            }
+            self.check_poison()?;
+            let mut round = inner.sync.lock().map_err(|_| poisoned_lock())?;
+            if inner.durable.load(Ordering::Acquire) >= lsn.0 {
+                return Ok(());
+            }
+            if round.running {
+                let _round = inner.synced.wait(round).map_err(|_| poisoned_lock())?;
+                continue;
+            }
+            round.running = true;
+            drop(round);
+            let result = self.sync_round();
+            let mut round = inner.sync.lock().map_err(|_| poisoned_lock())?;
+            round.running = false;
+            inner.synced.notify_all();
+            drop(round);
+            result?;
+        }
+    }
+
+    /// One sync round: syncs the active segment up to the current written
+    /// LSN and publishes it as durable; poisons the log on failure.
+    fn sync_round(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let (target, file, slot) = {
+            let writer = self.writer()?;
+            let Some(active) = writer.segments.back() else {
+                return Ok(());
+            };
+            (
+                inner.written.load(Ordering::Acquire),
+                Arc::clone(&active.file),
+                active.slot,
+            )
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                inner.durable.fetch_max(target, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => Err(inner.poison(format!(
+                "fdatasync of {}: {e}",
+                inner.dir.join(slot_name(slot)).display()
+            ))),
+        }
+    }
+}
+
+fn poisoned_lock() -> Error {
+    Error::Poisoned {
+        cause: "a thread panicked while syncing".to_owned(),
+    }
+}
+
+impl<S: Storage> Inner<S> {
+    fn poison(&self, cause: String) -> Error {
+        tracing::error!(dir = %self.dir.display(), %cause, "write-ahead log poisoned");
+        if let Ok(mut p) = self.poison.lock() {
+            p.get_or_insert_with(|| cause.clone());
+        }
+        self.poisoned.store(true, Ordering::Release);
+        self.synced.notify_all();
+        Error::Poisoned { cause }
+    }
+}
+
+impl<S: Storage> Writer<S> {
+    fn active(&mut self) -> Result<&mut Segment<S>, Error> {
+        self.segments
+            .back_mut()
+            .ok_or(Error::Config("the log has no active segment"))
+    }
+
+    /// Index in `segments` of the segment holding `lsn`.
+    fn segment_index_of(&self, lsn: Lsn) -> Option<usize> {
+        self.segments
+            .iter()
+            .position(|s| s.first_lsn <= lsn && lsn <= s.last_lsn)
+    }
+
+    /// Copies one record into the active segment, rotating first when it
+    /// does not fit. Returns its LSN.
+    fn append(
+        &mut self,
+        inner: &Inner<S>,
+        stream: u64,
+        payload: &[u8],
+        flags: u16,
+    ) -> Result<Lsn, Error> {
+        let size = frame_size(payload.len()) as u64;
+        let segment_size = inner.config.segment_size;
+        // Room for the record and, after it, a seal.
+        let room = segment_size - HEADER_BLOCK - frame_size(0) as u64;
+        if size > room {
+            return Err(Error::TooLarge {
+                len: payload.len(),
+                segment_size,
+            });
+        }
+        if self.active()?.end + size + frame_size(0) as u64 > segment_size {
+            self.rotate(inner)?;
+        }
+        let lsn = Lsn(self.next_lsn);
+        self.write_frame(inner, stream, payload, flags, lsn)?;
+        self.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    fn write_frame(
+        &mut self,
+        inner: &Inner<S>,
+        stream: u64,
+        payload: &[u8],
+        flags: u16,
+        lsn: Lsn,
+    ) -> Result<(), Error> {
+        let size = frame_size(payload.len());
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(size, 0);
+        let active = self.active()?;
+        let header = FrameHeader {
+            len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+            lsn,
+            stream,
+            seq32: active.seq as u32,
+            flags,
+        };
+        format::encode_frame(&mut buf, &header, payload);
+        let result = active.file.write_at(active.end, &buf);
+        let slot = active.slot;
+        if result.is_ok() {
+            active.end += size as u64;
+            active.last_lsn = lsn;
+        }
+        self.buf = buf;
+        result.map_err(|e| {
+            inner.poison(format!(
+                "write to {}: {e}",
+                inner.dir.join(slot_name(slot)).display()
+            ))
+        })
+    }
+
+    /// Seals the active segment (a seal record, then a sync) and opens the
+    /// next one in a free slot or a new slot file.
+    fn rotate(&mut self, inner: &Inner<S>) -> Result<(), Error> {
+        let seal = Lsn(self.next_lsn);
+        self.write_frame(inner, 0, &[], FLAG_SEAL, seal)?;
+        self.next_lsn += 1;
+        inner.written.store(seal.0, Ordering::Release);
+        let (file, slot) = {
+            let active = self.active()?;
+            (Arc::clone(&active.file), active.slot)
+        };
+        file.sync_data().map_err(|e| {
+            inner.poison(format!(
+                "fdatasync of {}: {e}",
+                inner.dir.join(slot_name(slot)).display()
+            ))
+        })?;
+        inner.durable.fetch_max(seal.0, Ordering::AcqRel);
+        let segment = self.open_segment(inner)?;
+        self.segments.push_back(segment);
+        Ok(())
+    }
+
+    /// A fresh segment: a recycled slot no reader holds, else a new slot
+    /// file; its header written and synced before any record goes in.
+    fn open_segment(&mut self, inner: &Inner<S>) -> Result<Segment<S>, Error> {
+        let reusable = self
+            .free
+            .iter()
+            .position(|(_, f)| Arc::strong_count(f) == 1);
+        let (slot, file) = match reusable {
+            Some(i) => self.free.swap_remove(i),
+            None => {
+                let slot = self.slots;
+                let path = inner.dir.join(slot_name(slot));
+                let file = inner
+                    .storage
+                    .create(&path, inner.config.segment_size)
+                    .map_err(|e| Error::io("create segment", &path, e))?;
+                inner
+                    .storage
+                    .sync_dir(&inner.dir)
+                    .map_err(|e| Error::io("sync directory", &inner.dir, e))?;
+                self.slots += 1;
+                (slot, Arc::new(file))
+            }
+        };
+        let seq = self.next_seq;
+        let header = SegmentHeader {
+            seq,
+            first_lsn: Lsn(self.next_lsn),
+            segment_size: inner.config.segment_size,
+            created_unix_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            slot,
+            flags: 0,
+        };
+        let path = inner.dir.join(slot_name(slot));
+        file.write_at(0, &header.encode())
+            .map_err(|e| Error::io("write segment header", &path, e))?;
+        file.sync_data()
+            .map_err(|e| inner.poison(format!("fdatasync of {}: {e}", path.display())))?;
+        self.next_seq += 1;
+        Ok(Segment {
+            slot,
+            seq,
+            first_lsn: Lsn(self.next_lsn),
+            file,
+            end: HEADER_BLOCK,
+            last_lsn: Lsn(self.next_lsn - 1),
+        })
+    }
+}
+
+/// One slot found on disk while recovering.
+struct Found<S: Storage> {
+    slot: u32,
+    header: SegmentHeader,
+    file: S::File,
+}
+
+/// Reads the directory and rebuilds the writer: see `docs/wal-format.md`,
+/// "Recovery".
+fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &WalConfig,
+) -> Result<(Writer<S>, RecoveryReport), Error> {
+    let mut report = RecoveryReport::default();
+    let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut found: Vec<Found<S>> = Vec::new();
+    let mut free = Vec::new();
+    let mut slots = 0;
+    for name in &names {
+        let Some(slot) = parse_slot(name) else {
+            continue;
+        };
+        slots = slots.max(slot + 1);
+        let path = dir.join(name);
+        let file = storage
+            .open(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let mut head = [0u8; HEADER_LEN];
+        let readable = file.len() >= HEADER_BLOCK && file.read_at(0, &mut head).is_ok();
+        match SegmentHeader::decode(&head) {
+            Ok(header) if readable && header.segment_size == file.len() => {
+                found.push(Found { slot, header, file })
+            }
+            Err(HeaderError::Foreign) if readable && head.iter().any(|&b| b != 0) => {
+                return Err(Error::Foreign { path });
+            }
+            Err(HeaderError::Version(found)) => {
+                return Err(Error::UnsupportedVersion {
+                    path,
+                    found,
+                    supported: format::FORMAT_VERSION,
+                });
+            }
+            _ => {
+                // Unreadable header: a slot created or recycled by a rotation
+                // that crashed before its header was synced. No record was
+                // written to it (records follow a synced header).
+                report.reclaimed_slots.push(slot);
+                free.push((slot, Arc::new(file)));
+            }
+        }
+    }
+    found.sort_by_key(|f| f.header.seq);
+    let checkpoint = storage
+        .read_all(&dir.join(CHECKPOINT_NAME))
+        .ok()
+        .and_then(|b| CheckpointFile::decode(&b));
+    // Live segments: the newest run of consecutive sequence numbers, from
+    // the checkpoint's oldest needed segment on. Older slots are free.
+    let mut live_from = found.len();
+    while live_from > 0 {
+        let prev = found.get(live_from - 1).map(|f| f.header.seq);
+        let here = found.get(live_from).map(|f| f.header.seq);
+        match (prev, here) {
+            (Some(p), Some(h)) if p + 1 != h => break,
+            _ => live_from -= 1,
+        }
+        if let (Some(ckpt), Some(f)) = (&checkpoint, found.get(live_from)) {
+            if f.header.seq <= ckpt.segment_seq {
+                break;
+            }
+        }
+    }
+    let mut live: Vec<Found<S>> = found.split_off(live_from);
+    for old in found {
+        free.push((old.slot, Arc::new(old.file)));
+    }
+    if let (Some(ckpt), Some(first)) = (&checkpoint, live.first()) {
+        if first.header.seq > ckpt.segment_seq {
+            // The segments the checkpoint needs are gone.
+            return Err(Error::Corrupt {
+                slot: first.slot,
+                offset: 0,
+                last_good: ckpt.lsn,
+                reason: "the segments after the newest checkpoint are missing",
+            });
+        }
+    }
+    let mut segments = VecDeque::new();
+    let mut expected = live.first().map_or(Lsn(1), |f| f.header.first_lsn);
+    let count = live.len();
+    let mut sealed = false;
+    for (i, f) in live.drain(..).enumerate() {
+        let last = i + 1 == count;
+        if f.header.first_lsn != expected {
+            return Err(Error::Corrupt {
+                slot: f.slot,
+                offset: 0,
+                last_good: Lsn(expected.0 - 1),
+                reason: "a segment does not start where the previous one ended",
+            });
+        }
+        let after = checkpoint.as_ref().map_or(Lsn(0), |c| c.lsn);
+        let scanned = scan_segment(&f, last, config.recovery, after, &mut report)?;
+        report.segments_scanned += 1;
+        expected = Lsn(scanned.last_lsn.0 + 1);
+        report.tail_bytes += scanned.tail_bytes;
+        sealed = scanned.sealed;
+        segments.push_back(Segment {
+            slot: f.slot,
+            seq: f.header.seq,
+            first_lsn: f.header.first_lsn,
+            file: Arc::new(f.file),
+            end: scanned.end,
+            last_lsn: scanned.last_lsn,
+        });
+    }
+    let next_seq = segments.back().map_or(0, |s| s.seq + 1);
+    let next_lsn = expected.0;
+    report.first_lsn = segments.front().map_or(Lsn(1), |s| s.first_lsn);
+    report.last_lsn = Lsn(next_lsn - 1);
+    report.checkpoint = checkpoint.as_ref().map(|c| Checkpoint {
+        lsn: c.lsn,
+        snapshot_ref: c.snapshot_ref.clone(),
+    });
+    report.tail_over_cap = report.tail_bytes > config.max_tail_bytes;
+    let mut writer = Writer {
+        segments,
+        free,
+        slots,
+        next_lsn,
+        next_seq,
+        checkpoint: checkpoint.map(|c| {
+            let seq = c.segment_seq;
+            (
+                Checkpoint {
+                    lsn: c.lsn,
+                    snapshot_ref: c.snapshot_ref,
+                },
+                seq,
+            )
+        }),
+        buf: Vec::new(),
+    };
+    if writer.segments.is_empty() || sealed {
+        // A new log, or a crash between sealing a segment and opening the
+        // next: records go to a fresh segment.
+        let segment = FirstSegment {
+            storage,
+            dir,
+            config,
+        }
+        .create(&mut writer)?;
+        writer.segments.push_back(segment);
+    }
+    Ok((writer, report))
+}
+
+/// Creates the first segment of a new log (recovery has no `Inner` yet).
+struct FirstSegment<'a, S: Storage> {
+    storage: &'a S,
+    dir: &'a Path,
+    config: &'a WalConfig,
+}
+
+impl<S: Storage> FirstSegment<'_, S> {
+    fn create(&self, writer: &mut Writer<S>) -> Result<Segment<S>, Error> {
+        let (slot, file) = match writer.free.pop() {
+            Some(free) => free,
+            None => {
+                let slot = writer.slots;
+                let path = self.dir.join(slot_name(slot));
+                let file = self
+                    .storage
+                    .create(&path, self.config.segment_size)
+                    .map_err(|e| Error::io("create segment", &path, e))?;
+                writer.slots += 1;
+                (slot, Arc::new(file))
+            }
+        };
+        let path = self.dir.join(slot_name(slot));
+        let header = SegmentHeader {
+            seq: writer.next_seq,
+            first_lsn: Lsn(writer.next_lsn),
+            segment_size: self.config.segment_size,
+            created_unix_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            slot,
+            flags: 0,
+        };
+        file.write_at(0, &header.encode())
+            .map_err(|e| Error::io("write segment header", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("sync segment", &path, e))?;
+        self.storage
+            .sync_dir(self.dir)
+            .map_err(|e| Error::io("sync directory", self.dir, e))?;
+        let segment = Segment {
+            slot,
+            seq: writer.next_seq,
+            first_lsn: Lsn(writer.next_lsn),
+            file,
+            end: HEADER_BLOCK,
+            last_lsn: Lsn(writer.next_lsn - 1),
+        };
+        writer.next_seq += 1;
+        Ok(segment)
+    }
+}
+
+struct Scanned {
+    end: u64,
+    last_lsn: Lsn,
+    /// Bytes of records with LSNs after the checkpoint.
+    tail_bytes: u64,
+    /// The segment ends with its seal.
+    sealed: bool,
+}
+
+/// Checks every frame of one segment. A sealed segment must end with its
+/// seal; the last segment ends at its first invalid frame (a torn frame is
+/// cut off and reported).
+fn scan_segment<S: Storage>(
+    f: &Found<S>,
+    last: bool,
+    mode: RecoveryMode,
+    after: Lsn,
+    report: &mut RecoveryReport,
+) -> Result<Scanned, Error> {
+    let view = f
+        .file
+        .view()
+        .map_err(|e| Error::io("map segment", slot_name(f.slot), e))?;
+    let bytes: &[u8] = (*view).as_ref();
+    let seq32 = f.header.seq as u32;
+    let mut pos = HEADER_BLOCK as usize;
+    let mut last_lsn = Lsn(f.header.first_lsn.0 - 1);
+    let mut tail_bytes = 0;
+    let corrupt = |pos: usize, last_good: Lsn, reason| Error::Corrupt {
+        slot: f.slot,
+        offset: pos as u64,
+        last_good,
+        reason,
+    };
+    loop {
+        let rest = bytes.get(pos..).unwrap_or_default();
+        let (header, size) = match format::decode_frame(rest) {
+            Frame::Valid { header, size, .. }
+                if header.seq32 == seq32 && header.lsn.0 == last_lsn.0 + 1 =>
+            {
+                (header, size)
+            }
+            Frame::Valid { header, .. } if header.seq32 == seq32 => {
+                return Err(corrupt(pos, last_lsn, "records out of LSN order"));
+            }
+            frame => {
+                // The end of this segment's records.
+                if !last {
+                    return Err(corrupt(
+                        pos,
+                        last_lsn,
+                        "a sealed segment ends before its seal",
+                    ));
+                }
+                let ours = matches!(frame, Frame::Invalid) && looks_like_ours(rest, seq32);
+                let later = find_later_record(bytes, pos, seq32, last_lsn);
+                if let Some(at) = later {
+                    if mode == RecoveryMode::AbsoluteConsistency {
+                        return Err(corrupt(
+                            pos,
+                            last_lsn,
+                            "a damaged record followed by intact ones",
+                        ));
+                    }
+                    report.truncated_corruption = Some((
+                        TornTail {
+                            slot: f.slot,
+                            offset: pos as u64,
+                        },
+                        if at > pos {
+                            "damaged record with intact records after it"
+                        } else {
+                            "damaged record"
+                        },
+                    ));
+                    erase_frame(f, pos)?;
+                } else if ours {
+                    report.torn_tail = Some(TornTail {
+                        slot: f.slot,
+                        offset: pos as u64,
+                    });
+                    erase_frame(f, pos)?;
+                }
+                return Ok(Scanned {
+                    end: pos as u64,
+                    last_lsn,
+                    tail_bytes,
+                    sealed: false,
+                });
+            }
+        };
+        last_lsn = header.lsn;
+        pos += size;
+        if header.lsn > after {
+            tail_bytes += size as u64;
+        }
+        if header.flags & FLAG_SEAL != 0 {
+            return Ok(Scanned {
+                end: pos as u64,
+                last_lsn,
+                tail_bytes,
+                sealed: true,
+            });
+        }
+    }
+}
+
+/// Whether the frame header at the start of `rest` claims our segment (so
+/// invalid bytes there are a torn write, not stale data of an earlier pass
+/// of the ring or never-written zeroes).
+fn looks_like_ours(rest: &[u8], seq32: u32) -> bool {
+    rest.get(24..28)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        == Some(seq32)
+}
+
+/// The offset of an intact record of this segment, newer than `last`,
+/// anywhere after `from`: evidence of damage in the middle of the log
+/// rather than a torn end.
+fn find_later_record(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Option<usize> {
+    let mut at = from + format::FRAME_ALIGN;
+    while at + FRAME_HEADER <= bytes.len() {
+        let rest = bytes.get(at..)?;
+        if looks_like_ours(rest, seq32) {
+            if let Frame::Valid { header, .. } = format::decode_frame(rest) {
+                if header.seq32 == seq32 && header.lsn > last {
+                    return Some(at);
+                }
+            }
+        }
+        at += format::FRAME_ALIGN;
+    }
+    None
+}
+
+/// Zeroes the frame header at `pos` and syncs, so the cut survives another
+/// crash during recovery.
+fn erase_frame<S: Storage>(f: &Found<S>, pos: usize) -> Result<(), Error> {
+    let path = slot_name(f.slot);
+    f.file
+        .write_at(pos as u64, &[0u8; FRAME_HEADER])
+        .map_err(|e| Error::io("truncate torn record", &path, e))?;
+    f.file
+        .sync_data()
+        .map_err(|e| Error::io("sync segment", &path, e))
+}
+
+/// Iterator over records; see [`Wal::replay`].
+pub struct Replay<S: Storage> {
+    dir: PathBuf,
+    /// (slot, seq, file, end) of the segments still to read.
+    segments: VecDeque<(u32, u64, Arc<S::File>, u64)>,
+    current: Option<Current<S>>,
+    from: Lsn,
+    to: Lsn,
+    stream: Option<u64>,
+    done: bool,
+}
+
+struct Current<S: Storage> {
+    slot: u32,
+    seq32: u32,
+    view: Arc<<S::File as StorageFile>::View>,
+    pos: usize,
+    end: usize,
+    _file: Arc<S::File>,
+}
+
+impl<S: Storage> Replay<S> {
+    /// Only records of `stream`.
+    pub fn stream(mut self, stream: u64) -> Replay<S> {
+        self.stream = Some(stream);
+        self
+    }
+}
+
+/// One record read back from the log. Holds the segment's mapping: the
+/// payload is not copied.
+pub struct Record<V> {
+    view: Arc<V>,
+    payload_at: usize,
+    len: usize,
+    lsn: Lsn,
+    stream: u64,
+    flags: u16,
+}
+
+impl<V: AsRef<[u8]>> Record<V> {
+    /// The record's LSN.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// The record's stream.
+    pub fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// The payload, borrowed from the segment's mapping.
+    pub fn payload(&self) -> &[u8] {
+        (*self.view)
+            .as_ref()
+            .get(self.payload_at..self.payload_at + self.len)
+            .unwrap_or_default()
+    }
+
+    /// Whether this is a checkpoint record (written by [`Wal::checkpoint`]).
+    pub fn is_checkpoint(&self) -> bool {
+        self.flags & FLAG_CHECKPOINT != 0
+    }
+}
+
+impl<V> fmt::Debug for Record<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("lsn", &self.lsn)
+            .field("stream", &self.stream)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<S: Storage> Iterator for Replay<S> {
+    type Item = Result<Record<<S::File as StorageFile>::View>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let Some(current) = &mut self.current else {
+                let (slot, seq, file, end) = self.segments.pop_front()?;
+                let view = match file.view() {
+                    Ok(view) => view,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(Error::io(
+                            "map segment",
+                            self.dir.join(slot_name(slot)),
+                            e,
+                        )));
+                    }
+                };
+                self.current = Some(Current {
+                    slot,
+                    seq32: seq as u32,
+                    view,
+                    pos: HEADER_BLOCK as usize,
+                    end: usize::try_from(end).unwrap_or(usize::MAX),
+                    _file: file,
+                });
+                continue;
+            };
+            if current.pos >= current.end {
+                self.current = None;
+                continue;
+            }
+            let bytes: &[u8] = (*current.view).as_ref();
+            let rest = bytes.get(current.pos..current.end).unwrap_or_default();
+            let Frame::Valid { header, size, .. } = format::decode_frame(rest) else {
+                self.done = true;
+                return Some(Err(Error::Corrupt {
+                    slot: current.slot,
+                    offset: current.pos as u64,
+                    last_good: Lsn(self.from.0.saturating_sub(1)),
+                    reason: "a record failed its checksum during replay",
+                }));
+            };
+            if header.seq32 != current.seq32 {
+                self.done = true;
+                return Some(Err(Error::Corrupt {
+                    slot: current.slot,
+                    offset: current.pos as u64,
+                    last_good: Lsn(self.from.0.saturating_sub(1)),
+                    reason: "a record of another segment inside this one",
+                }));
+            }
+            let payload_at = current.pos + FRAME_HEADER;
+            current.pos += size;
+            if header.lsn >= self.to {
+                self.done = true;
+                return None;
+            }
+            if header.lsn < self.from || header.flags & FLAG_SEAL != 0 {
+                continue;
+            }
+            if self.stream.is_some_and(|s| s != header.stream) {
+                continue;
+            }
+            return Some(Ok(Record {
+                view: Arc::clone(&current.view),
+                payload_at,
+                len: header.len as usize,
+                lsn: header.lsn,
+                stream: header.stream,
+                flags: header.flags,
+            }));
+        }
+        None
+    }
+}

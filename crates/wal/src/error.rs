@@ -73,6 +73,9 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// A write to a log opened read-only.
+    #[error("the log was opened read-only")]
+    ReadOnly,
     /// A replay asked for records the log no longer (or not yet) holds.
     #[error("LSN {requested} is not in the log (it holds {first}..={last})")]
     OutOfRange {

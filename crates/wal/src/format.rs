@@ -24,7 +24,7 @@ pub const HEADER_BLOCK: u64 = 4096;
 /// Bytes of the meaningful part of the segment header.
 pub const HEADER_LEN: usize = 64;
 /// Bytes of a record frame's header.
-pub const FRAME_HEADER: usize = 32;
+pub const FRAME_HEADER: usize = 40;
 /// Record frames start at multiples of this.
 pub const FRAME_ALIGN: usize = 8;
 
@@ -126,6 +126,10 @@ pub struct FrameHeader {
     pub seq32: u32,
     /// Record flags ([`FLAG_CHECKPOINT`], [`FLAG_SEAL`]).
     pub flags: u16,
+    /// The log's durable LSN when this record was written: every record up
+    /// to it was on stable storage then. Recovery uses it to tell a torn,
+    /// never-synced tail from damage to synced records.
+    pub synced: Lsn,
 }
 
 /// Total bytes a frame with `len` payload bytes occupies (header, payload,
@@ -145,6 +149,7 @@ pub fn encode_frame(out: &mut [u8], header: &FrameHeader, payload: &[u8]) {
     put(out, 24, &header.seq32.to_le_bytes());
     put(out, 28, &header.flags.to_le_bytes());
     put(out, 30, &0u16.to_le_bytes());
+    put(out, 32, &header.synced.0.to_le_bytes());
     put(out, FRAME_HEADER, payload);
     if let Some(pad) = out.get_mut(FRAME_HEADER + payload.len()..) {
         pad.fill(0);
@@ -200,11 +205,12 @@ pub fn decode_frame(bytes: &[u8]) -> Frame<'_> {
     if bytes.len() < size || frame_crc(len, head.get(8..).unwrap_or_default(), payload) != crc {
         return Frame::Invalid;
     }
-    let (Some(lsn), Some(stream), Some(seq32), Some(flags)) = (
+    let (Some(lsn), Some(stream), Some(seq32), Some(flags), Some(synced)) = (
         u64_at(head, 8),
         u64_at(head, 16),
         u32_at(head, 24),
         u16_at(head, 28),
+        u64_at(head, 32),
     ) else {
         return Frame::Invalid;
     };
@@ -215,6 +221,7 @@ pub fn decode_frame(bytes: &[u8]) -> Frame<'_> {
             stream,
             seq32,
             flags,
+            synced: Lsn(synced),
         },
         payload,
         size,
@@ -339,6 +346,7 @@ mod tests {
             stream: 9,
             seq32: 7,
             flags: FLAG_CHECKPOINT,
+            synced: Lsn(40),
         };
         encode_frame(&mut buf, &fh, payload);
         assert_eq!(buf.len() % FRAME_ALIGN, 0);
@@ -367,6 +375,7 @@ mod tests {
             stream: 1,
             seq32: 1,
             flags: 0,
+            synced: Lsn(0),
         };
         encode_frame(&mut buf, &fh, &payload);
         // Every bit of the header and payload (padding is not covered).
@@ -396,6 +405,7 @@ mod tests {
             stream: 0,
             seq32: 0,
             flags: 0,
+            synced: Lsn(0),
         };
         encode_frame(&mut buf, &fh, &payload);
         for cut in 1..buf.len() {

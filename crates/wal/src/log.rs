@@ -67,6 +67,26 @@ pub struct TornTail {
     pub offset: u64,
 }
 
+/// What a live segment holds; see [`Wal::segments`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentInfo {
+    /// Slot file index.
+    pub slot: u32,
+    /// Segment sequence number.
+    pub seq: u64,
+    /// LSN of its first record.
+    pub first_lsn: Lsn,
+    /// LSN of its last record (`first_lsn - 1` when empty).
+    pub last_lsn: Lsn,
+    /// Bytes used, header block included.
+    pub used_bytes: u64,
+    /// Size of the slot file.
+    pub size: u64,
+    /// Whether it is sealed (not the active segment).
+    pub sealed: bool,
+}
+
 /// What [`Wal::open_with_report`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -103,7 +123,8 @@ struct Inner<S: Storage> {
     storage: S,
     dir: PathBuf,
     config: WalConfig,
-    _lock: S::Lock,
+    /// `None` for a read-only handle.
+    _lock: Option<S::Lock>,
     write: Mutex<Writer<S>>,
     sync: Mutex<SyncRound>,
     synced: Condvar,
@@ -140,6 +161,15 @@ struct Writer<S: Storage> {
 }
 
 impl Wal<FileStorage> {
+    /// Opens the log in `dir` on the real disk for reading only; see
+    /// [`Wal::open_read_only_in`].
+    pub fn open_read_only(
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal, RecoveryReport), Error> {
+        Wal::open_read_only_in(FileStorage, dir, config)
+    }
+
     /// Opens (recovering) or creates the log in `dir` on the real disk.
     pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal, Error> {
         Ok(Wal::open_with_report(dir, config)?.0)
@@ -161,21 +191,53 @@ impl<S: Storage> Wal<S> {
         dir: impl AsRef<Path>,
         config: WalConfig,
     ) -> Result<(Wal<S>, RecoveryReport), Error> {
-        let dir = dir.as_ref().to_path_buf();
+        Wal::open_mode(storage, dir.as_ref(), config, false)
+    }
+
+    /// Opens the log in `dir` for reading only: no lock is taken (the log
+    /// may be open elsewhere; records appended there later are not seen),
+    /// nothing is created or repaired (a torn tail is reported, not cut),
+    /// and every write fails with [`Error::ReadOnly`].
+    pub fn open_read_only_in(
+        storage: S,
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal<S>, RecoveryReport), Error> {
+        Wal::open_mode(storage, dir.as_ref(), config, true)
+    }
+
+    fn open_mode(
+        storage: S,
+        dir: &Path,
+        config: WalConfig,
+        read_only: bool,
+    ) -> Result<(Wal<S>, RecoveryReport), Error> {
+        let dir = dir.to_path_buf();
         if config.segment_size < MIN_SEGMENT {
             return Err(Error::Config("segment_size must be at least 64 KiB"));
         }
-        storage
-            .create_dir_all(&dir)
-            .map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = storage.lock(&dir).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked { dir: dir.clone() }
-            } else {
-                Error::io("lock", &dir, e)
+        let lock = if read_only {
+            if storage.list(&dir).is_err() {
+                return Err(Error::io(
+                    "open log directory",
+                    &dir,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ));
             }
-        })?;
-        let (writer, report) = recover(&storage, &dir, &config)?;
+            None
+        } else {
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io("create directory", &dir, e))?;
+            Some(storage.lock(&dir).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    Error::Locked { dir: dir.clone() }
+                } else {
+                    Error::io("lock", &dir, e)
+                }
+            })?)
+        };
+        let (writer, report) = recover(&storage, &dir, &config, read_only)?;
         let last = writer.next_lsn - 1;
         let wal = Wal {
             inner: Inner {
@@ -357,7 +419,40 @@ impl<S: Storage> Wal<S> {
         })
     }
 
+    /// What each live segment holds, oldest first.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>, Error> {
+        let writer = self.writer()?;
+        let count = writer.segments.len();
+        Ok(writer
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentInfo {
+                slot: s.slot,
+                seq: s.seq,
+                first_lsn: s.first_lsn,
+                last_lsn: s.last_lsn,
+                used_bytes: s.end,
+                size: s.file.len(),
+                sealed: i + 1 < count,
+            })
+            .collect())
+    }
+
+    /// Number of slot files waiting to be reused.
+    pub fn free_slots(&self) -> Result<usize, Error> {
+        Ok(self.writer()?.free.len())
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     fn check_poison(&self) -> Result<(), Error> {
+        if self.inner._lock.is_none() {
+            return Err(Error::ReadOnly);
+        }
         if !self.inner.poisoned.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -507,6 +602,7 @@ impl<S: Storage> Writer<S> {
             stream,
             seq32: active.seq as u32,
             flags,
+            synced: Lsn(inner.durable.load(Ordering::Acquire)),
         };
         format::encode_frame(&mut buf, &header, payload);
         let result = active.file.write_at(active.end, &buf);
@@ -612,6 +708,7 @@ fn recover<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &WalConfig,
+    read_only: bool,
 ) -> Result<(Writer<S>, RecoveryReport), Error> {
     let mut report = RecoveryReport::default();
     let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
@@ -703,7 +800,7 @@ fn recover<S: Storage>(
             });
         }
         let after = checkpoint.as_ref().map_or(Lsn(0), |c| c.lsn);
-        let scanned = scan_segment(&f, last, config.recovery, after, &mut report)?;
+        let scanned = scan_segment(&f, last, config.recovery, after, read_only, &mut report)?;
         report.segments_scanned += 1;
         expected = Lsn(scanned.last_lsn.0 + 1);
         report.tail_bytes += scanned.tail_bytes;
@@ -744,7 +841,7 @@ fn recover<S: Storage>(
         }),
         buf: Vec::new(),
     };
-    if writer.segments.is_empty() || sealed {
+    if !read_only && (writer.segments.is_empty() || sealed) {
         // A new log, or a crash between sealing a segment and opening the
         // next: records go to a fresh segment.
         let segment = FirstSegment {
@@ -828,6 +925,7 @@ fn scan_segment<S: Storage>(
     last: bool,
     mode: RecoveryMode,
     after: Lsn,
+    read_only: bool,
     report: &mut RecoveryReport,
 ) -> Result<Scanned, Error> {
     let view = f
@@ -866,13 +964,17 @@ fn scan_segment<S: Storage>(
                     ));
                 }
                 let ours = matches!(frame, Frame::Invalid) && looks_like_ours(rest, seq32);
-                let later = find_later_record(bytes, pos, seq32, last_lsn);
-                if let Some(at) = later {
+                let later = later_records(bytes, pos, seq32, last_lsn);
+                // A later record that was written after the damaged one had
+                // been synced proves the damage hit durable data; otherwise
+                // the bytes past `pos` are a crash's torn, never-synced tail.
+                let synced_damage = later.synced > last_lsn;
+                if synced_damage {
                     if mode == RecoveryMode::AbsoluteConsistency {
                         return Err(corrupt(
                             pos,
                             last_lsn,
-                            "a damaged record followed by intact ones",
+                            "a damaged record that had been synced",
                         ));
                     }
                     report.truncated_corruption = Some((
@@ -880,19 +982,21 @@ fn scan_segment<S: Storage>(
                             slot: f.slot,
                             offset: pos as u64,
                         },
-                        if at > pos {
-                            "damaged record with intact records after it"
-                        } else {
-                            "damaged record"
-                        },
+                        "a damaged record that had been synced, and everything after it",
                     ));
-                    erase_frame(f, pos)?;
-                } else if ours {
-                    report.torn_tail = Some(TornTail {
-                        slot: f.slot,
-                        offset: pos as u64,
-                    });
-                    erase_frame(f, pos)?;
+                }
+                if ours || later.end > pos {
+                    if !synced_damage {
+                        report.torn_tail = Some(TornTail {
+                            slot: f.slot,
+                            offset: pos as u64,
+                        });
+                    }
+                    if !read_only {
+                        // Erase up to the end of the last record of ours, so
+                        // none of the cut records can come back.
+                        erase_range(f, pos, later.end.max(pos + FRAME_HEADER))?;
+                    }
                 }
                 return Ok(Scanned {
                     end: pos as u64,
@@ -928,32 +1032,52 @@ fn looks_like_ours(rest: &[u8], seq32: u32) -> bool {
         == Some(seq32)
 }
 
-/// The offset of an intact record of this segment, newer than `last`,
-/// anywhere after `from`: evidence of damage in the middle of the log
-/// rather than a torn end.
-fn find_later_record(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Option<usize> {
+/// Intact records of this segment newer than `last` found after `from`.
+struct Later {
+    /// End offset of the last such record (`from` when none).
+    end: usize,
+    /// The highest durable LSN they claim.
+    synced: Lsn,
+}
+
+/// Looks for intact records of this segment, newer than `last`, after the
+/// damaged or torn frame at `from`.
+fn later_records(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Later {
+    let mut later = Later {
+        end: from,
+        synced: Lsn(0),
+    };
     let mut at = from + format::FRAME_ALIGN;
     while at + FRAME_HEADER <= bytes.len() {
-        let rest = bytes.get(at..)?;
+        let Some(rest) = bytes.get(at..) else { break };
         if looks_like_ours(rest, seq32) {
-            if let Frame::Valid { header, .. } = format::decode_frame(rest) {
+            if let Frame::Valid { header, size, .. } = format::decode_frame(rest) {
                 if header.seq32 == seq32 && header.lsn > last {
-                    return Some(at);
+                    later.end = at + size;
+                    later.synced = later.synced.max(header.synced);
+                    at += size;
+                    continue;
                 }
             }
         }
         at += format::FRAME_ALIGN;
     }
-    None
+    later
 }
 
-/// Zeroes the frame header at `pos` and syncs, so the cut survives another
-/// crash during recovery.
-fn erase_frame<S: Storage>(f: &Found<S>, pos: usize) -> Result<(), Error> {
+/// Zeroes `from..to` and syncs, so the cut survives another crash during
+/// recovery.
+fn erase_range<S: Storage>(f: &Found<S>, from: usize, to: usize) -> Result<(), Error> {
     let path = slot_name(f.slot);
-    f.file
-        .write_at(pos as u64, &[0u8; FRAME_HEADER])
-        .map_err(|e| Error::io("truncate torn record", &path, e))?;
+    let zeros = vec![0u8; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len());
+        f.file
+            .write_at(at as u64, zeros.get(..n).unwrap_or_default())
+            .map_err(|e| Error::io("truncate torn records", &path, e))?;
+        at += n;
+    }
     f.file
         .sync_data()
         .map_err(|e| Error::io("sync segment", &path, e))

@@ -73,6 +73,12 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// [`Wal::try_append`](crate::Wal::try_append) above the hard watermark.
+    #[error("the log's unsynced queue is over its hard watermark ({unsynced_bytes} bytes); retry after a sync")]
+    WouldBlock {
+        /// Unsynced bytes at the time.
+        unsynced_bytes: u64,
+    },
     /// A write to a log opened read-only.
     #[error("the log was opened read-only")]
     ReadOnly,

@@ -62,7 +62,9 @@ mod storage;
 use std::fmt;
 
 pub use error::Error;
-pub use log::{Checkpoint, Record, RecoveryReport, Replay, TornTail, Wal};
+pub use log::{
+    Checkpoint, Durable, Pressure, PressureEvent, Record, RecoveryReport, Replay, SegmentInfo, TornTail, Wal,
+};
 pub use storage::{DirLock, FileStorage, RealFile, Storage, StorageFile};
 
 /// A log sequence number: the position of a record in the log, from 1.
@@ -114,6 +116,12 @@ pub struct WalConfig {
     /// [`RecoveryReport::tail_over_cap`] is raised (default 128 MiB): the
     /// caller should checkpoint to keep boot time bounded.
     pub max_tail_bytes: u64,
+    /// Unsynced bytes above which a background sync starts and the level
+    /// becomes [`Pressure::Soft`] (default 8 MiB).
+    pub soft_watermark: u64,
+    /// Unsynced bytes above which blocking appenders wait for a sync and
+    /// [`Wal::try_append`] fails (default 64 MiB).
+    pub hard_watermark: u64,
 }
 
 impl Default for WalConfig {
@@ -122,6 +130,8 @@ impl Default for WalConfig {
             segment_size: 64 << 20,
             recovery: RecoveryMode::default(),
             max_tail_bytes: 128 << 20,
+            soft_watermark: 8 << 20,
+            hard_watermark: 64 << 20,
         }
     }
 }

@@ -21,8 +21,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::format::{
@@ -116,7 +119,9 @@ pub struct RecoveryReport {
 /// An open write-ahead log. Cheap to share: wrap it in an `Arc`; every
 /// method takes `&self`.
 pub struct Wal<S: Storage = FileStorage> {
-    inner: Inner<S>,
+    inner: Arc<Inner<S>>,
+    /// The background syncer (absent for read-only handles).
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Inner<S: Storage> {
@@ -132,11 +137,51 @@ struct Inner<S: Storage> {
     durable: AtomicU64,
     poisoned: AtomicBool,
     poison: Mutex<Option<String>>,
+    /// Total bytes of frames appended, and of frames covered by a sync.
+    written_bytes: AtomicU64,
+    durable_bytes: AtomicU64,
+    /// The current [`Pressure`], as its `u8`.
+    pressure: AtomicU8,
+    subscribers: Mutex<Vec<mpsc::Sender<PressureEvent>>>,
+    /// Async appenders waiting for durability: (LSN, waker).
+    waiters: Mutex<Vec<(u64, Waker)>>,
+    background: Mutex<Background>,
+    background_wake: Condvar,
 }
 
 #[derive(Default)]
 struct SyncRound {
     running: bool,
+}
+
+/// Requests to the background syncer.
+#[derive(Default)]
+struct Background {
+    requested: bool,
+    stop: bool,
+}
+
+/// How full the queue of appended-but-unsynced bytes is, against
+/// [`WalConfig::soft_watermark`] and [`WalConfig::hard_watermark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pressure {
+    /// Below the soft watermark.
+    Normal,
+    /// Above the soft watermark: appenders are paced (a background sync is
+    /// under way).
+    Soft,
+    /// Above the hard watermark: blocking appenders wait for a sync,
+    /// [`Wal::try_append`] fails with [`Error::WouldBlock`].
+    Hard,
+}
+
+/// A crossing of a watermark; see [`Wal::subscribe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PressureEvent {
+    /// The level now.
+    pub pressure: Pressure,
+    /// Unsynced bytes when it changed.
+    pub unsynced_bytes: u64,
 }
 
 struct Segment<S: Storage> {
@@ -237,36 +282,116 @@ impl<S: Storage> Wal<S> {
                 }
             })?)
         };
+        if config.soft_watermark > config.hard_watermark {
+            return Err(Error::Config("soft_watermark must not exceed hard_watermark"));
+        }
         let (writer, report) = recover(&storage, &dir, &config, read_only)?;
         let last = writer.next_lsn - 1;
-        let wal = Wal {
-            inner: Inner {
-                storage,
-                dir,
-                config,
-                _lock: lock,
-                write: Mutex::new(writer),
-                sync: Mutex::new(SyncRound::default()),
-                synced: Condvar::new(),
-                written: AtomicU64::new(last),
-                durable: AtomicU64::new(last),
-                poisoned: AtomicBool::new(false),
-                poison: Mutex::new(None),
-            },
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            config,
+            _lock: lock,
+            write: Mutex::new(writer),
+            sync: Mutex::new(SyncRound::default()),
+            synced: Condvar::new(),
+            written: AtomicU64::new(last),
+            durable: AtomicU64::new(last),
+            poisoned: AtomicBool::new(false),
+            poison: Mutex::new(None),
+            written_bytes: AtomicU64::new(0),
+            durable_bytes: AtomicU64::new(0),
+            pressure: AtomicU8::new(Pressure::Normal as u8),
+            subscribers: Mutex::new(Vec::new()),
+            waiters: Mutex::new(Vec::new()),
+            background: Mutex::new(Background::default()),
+            background_wake: Condvar::new(),
+        });
+        let syncer = if read_only {
+            None
+        } else {
+            let worker = Arc::clone(&inner);
+            let thread = std::thread::Builder::new()
+                .name("tiffany-wal-sync".to_owned())
+                .spawn(move || worker.background_syncer())
+                .map_err(|e| Error::io("start the sync thread", &inner.dir, e))?;
+            Some(thread)
         };
-        Ok((wal, report))
+        Ok((Wal { inner, syncer }, report))
     }
 
     /// Appends `payload` to `stream` and returns its LSN once it is as
     /// durable as `mode` asks.
     pub fn append(&self, stream: u64, payload: &[u8], mode: SyncMode) -> Result<Lsn, Error> {
-        self.check_poison()?;
-        let lsn = self.writer()?.append(&self.inner, stream, payload, 0)?;
-        self.inner.written.store(lsn.0, Ordering::Release);
+        self.inner.check_poison()?;
+        if self.inner.pressure() == Pressure::Hard {
+            // Hard watermark: wait until a sync has drained the queue.
+            self.inner.request_sync();
+            self.inner.wait_durable(self.last_lsn())?;
+        }
+        let lsn = self.inner.append_record(stream, payload, 0)?;
         if mode == SyncMode::Data {
-            self.wait_durable(lsn)?;
+            self.inner.wait_durable(lsn)?;
         }
         Ok(lsn)
+    }
+
+    /// Like [`Wal::append`] but never blocks for backpressure: above the
+    /// hard watermark it fails with [`Error::WouldBlock`] (the record is
+    /// not written). With [`SyncMode::Data`] it still waits for the sync.
+    pub fn try_append(&self, stream: u64, payload: &[u8], mode: SyncMode) -> Result<Lsn, Error> {
+        self.inner.check_poison()?;
+        if self.inner.pressure() == Pressure::Hard {
+            self.inner.request_sync();
+            return Err(Error::WouldBlock {
+                unsynced_bytes: self.inner.unsynced_bytes(),
+            });
+        }
+        let lsn = self.inner.append_record(stream, payload, 0)?;
+        if mode == SyncMode::Data {
+            self.inner.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends without blocking the calling thread: the record is copied in
+    /// now (a few microseconds), and the returned future resolves once it
+    /// is as durable as `mode` asks, the sync being done by the log's sync
+    /// thread. For use from tasks of a cooperative scheduler. Above the hard
+    /// watermark the record is still written (the future then waits for the
+    /// sync that drains the queue).
+    pub fn append_async(&self, stream: u64, payload: &[u8], mode: SyncMode) -> Durable<'_, S> {
+        let result = self.inner.check_poison().and_then(|()| self.inner.append_record(stream, payload, 0));
+        let wait = match (&result, mode) {
+            (Ok(_), SyncMode::Data) => true,
+            (Ok(_), _) => self.inner.pressure() == Pressure::Hard,
+            (Err(_), _) => false,
+        };
+        Durable {
+            inner: &self.inner,
+            result: Some(result),
+            wait,
+        }
+    }
+
+    /// The current backpressure level.
+    pub fn pressure(&self) -> Pressure {
+        self.inner.pressure()
+    }
+
+    /// Bytes appended but not yet covered by a sync.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.inner.unsynced_bytes()
+    }
+
+    /// A channel that receives every crossing of a watermark, for an
+    /// overload controller. Dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> mpsc::Receiver<PressureEvent> {
+        let (tx, rx) = mpsc::channel();
+        if let Ok(mut subs) = self.inner.subscribers.lock() {
+            subs.push(tx);
+        }
+        rx
     }
 
     /// Appends several records to one stream with one wait for durability;
@@ -277,27 +402,24 @@ impl<S: Storage> Wal<S> {
         payloads: impl IntoIterator<Item = &'a [u8]>,
         mode: SyncMode,
     ) -> Result<Option<Lsn>, Error> {
-        self.check_poison()?;
+        self.inner.check_poison()?;
         let mut last = None;
         {
-            let mut writer = self.writer()?;
             for payload in payloads {
-                let lsn = writer.append(&self.inner, stream, payload, 0)?;
-                self.inner.written.store(lsn.0, Ordering::Release);
-                last = Some(lsn);
+                last = Some(self.inner.append_record(stream, payload, 0)?);
             }
         }
         if let (Some(lsn), SyncMode::Data) = (last, mode) {
-            self.wait_durable(lsn)?;
+            self.inner.wait_durable(lsn)?;
         }
         Ok(last)
     }
 
     /// Makes every record appended so far durable.
     pub fn flush(&self) -> Result<(), Error> {
-        self.check_poison()?;
+        self.inner.check_poison()?;
         let target = Lsn(self.inner.written.load(Ordering::Acquire));
-        self.wait_durable(target)
+        self.inner.wait_durable(target)
     }
 
     /// The LSN of the last record appended (0 when the log is empty).
@@ -314,7 +436,7 @@ impl<S: Storage> Wal<S> {
     /// `snapshot_ref`. Durable when this returns. Segments holding only
     /// records up to `lsn` become reusable.
     pub fn checkpoint(&self, lsn: Lsn, snapshot_ref: &[u8]) -> Result<Lsn, Error> {
-        self.check_poison()?;
+        self.inner.check_poison()?;
         if lsn > self.last_lsn() {
             return Err(Error::OutOfRange {
                 requested: lsn,
@@ -325,12 +447,9 @@ impl<S: Storage> Wal<S> {
         let mut payload = Vec::with_capacity(8 + snapshot_ref.len());
         payload.extend_from_slice(&lsn.0.to_le_bytes());
         payload.extend_from_slice(snapshot_ref);
-        let record = self
-            .writer()?
-            .append(&self.inner, 0, &payload, FLAG_CHECKPOINT)?;
-        self.inner.written.store(record.0, Ordering::Release);
-        self.wait_durable(record)?;
-        let mut writer = self.writer()?;
+        let record = self.inner.append_record(0, &payload, FLAG_CHECKPOINT)?;
+        self.inner.wait_durable(record)?;
+        let mut writer = self.inner.writer()?;
         let keep_from = writer
             .segment_index_of(Lsn(lsn.0 + 1))
             .unwrap_or(writer.segments.len() - 1);
@@ -360,23 +479,54 @@ impl<S: Storage> Wal<S> {
 
     /// The newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, Error> {
-        Ok(self.writer()?.checkpoint.as_ref().map(|(c, _)| c.clone()))
+        Ok(self.inner.writer()?.checkpoint.as_ref().map(|(c, _)| c.clone()))
     }
 
     /// The first LSN the log still holds.
     pub fn first_lsn(&self) -> Result<Lsn, Error> {
         Ok(self
+            .inner
             .writer()?
             .segments
             .front()
             .map_or(Lsn(1), |s| s.first_lsn))
     }
 
+    /// What each live segment holds, oldest first.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>, Error> {
+        let writer = self.inner.writer()?;
+        let count = writer.segments.len();
+        Ok(writer
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentInfo {
+                slot: s.slot,
+                seq: s.seq,
+                first_lsn: s.first_lsn,
+                last_lsn: s.last_lsn,
+                used_bytes: s.end,
+                size: s.file.len(),
+                sealed: i + 1 < count,
+            })
+            .collect())
+    }
+
+    /// Number of slot files waiting to be reused.
+    pub fn free_slots(&self) -> Result<usize, Error> {
+        Ok(self.inner.writer()?.free.len())
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     /// Iterates the records with LSNs in `range` (checkpoint records
     /// included; see [`Record::is_checkpoint`]), checking each checksum.
     /// Records appended after this call are not included.
     pub fn replay(&self, range: impl RangeBounds<Lsn>) -> Result<Replay<S>, Error> {
-        let writer = self.writer()?;
+        let writer = self.inner.writer()?;
         let first = writer.segments.front().map_or(Lsn(1), |s| s.first_lsn);
         let last = Lsn(writer.next_lsn - 1);
         let from = match range.start_bound() {
@@ -413,51 +563,90 @@ impl<S: Storage> Wal<S> {
         })
     }
 
+}
+
+impl<S: Storage> Drop for Wal<S> {
+    #[allow(clippy::disallowed_methods)] // joining our own sync thread
+    fn drop(&mut self) {
+        if let Some(thread) = self.syncer.take() {
+            if let Ok(mut bg) = self.inner.background.lock() {
+                bg.stop = true;
+                self.inner.background_wake.notify_one();
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Future returned by [`Wal::append_async`]: resolves to the record's LSN
+/// once it is as durable as asked (or to the error of the append or of the
+/// sync).
+#[must_use = "the record is written, but its durability is only known by awaiting this"]
+pub struct Durable<'a, S: Storage> {
+    inner: &'a Arc<Inner<S>>,
+    result: Option<Result<Lsn, Error>>,
+    wait: bool,
+}
+
+impl<S: Storage> Future for Durable<'_, S> {
+    type Output = Result<Lsn, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let lsn = match &self.result {
+            Some(Ok(lsn)) => *lsn,
+            Some(Err(_)) | None => {
+                return Poll::Ready(self.result.take().unwrap_or(Err(Error::ReadOnly)));
+            }
+        };
+        if !self.wait || self.inner.durable.load(Ordering::Acquire) >= lsn.0 {
+            return Poll::Ready(Ok(lsn));
+        }
+        if let Err(e) = self.inner.check_poison() {
+            return Poll::Ready(Err(e));
+        }
+        if let Ok(mut waiters) = self.inner.waiters.lock() {
+            match waiters.iter_mut().find(|(l, _)| *l == lsn.0) {
+                Some((_, w)) if w.will_wake(cx.waker()) => {}
+                Some((_, w)) => *w = cx.waker().clone(),
+                None => waiters.push((lsn.0, cx.waker().clone())),
+            }
+        }
+        self.inner.request_sync();
+        // The sync may have finished between the check and the registration.
+        if self.inner.durable.load(Ordering::Acquire) >= lsn.0 {
+            return Poll::Ready(Ok(lsn));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: Storage> fmt::Debug for Durable<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable").field("wait", &self.wait).finish()
+    }
+}
+
+fn poisoned_lock() -> Error {
+    Error::Poisoned {
+        cause: "a thread panicked while syncing".to_owned(),
+    }
+}
+
+impl<S: Storage> Inner<S> {
     fn writer(&self) -> Result<MutexGuard<'_, Writer<S>>, Error> {
-        self.inner.write.lock().map_err(|_| Error::Poisoned {
+        self.write.lock().map_err(|_| Error::Poisoned {
             cause: "a thread panicked while appending".to_owned(),
         })
     }
 
-    /// What each live segment holds, oldest first.
-    pub fn segments(&self) -> Result<Vec<SegmentInfo>, Error> {
-        let writer = self.writer()?;
-        let count = writer.segments.len();
-        Ok(writer
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SegmentInfo {
-                slot: s.slot,
-                seq: s.seq,
-                first_lsn: s.first_lsn,
-                last_lsn: s.last_lsn,
-                used_bytes: s.end,
-                size: s.file.len(),
-                sealed: i + 1 < count,
-            })
-            .collect())
-    }
-
-    /// Number of slot files waiting to be reused.
-    pub fn free_slots(&self) -> Result<usize, Error> {
-        Ok(self.writer()?.free.len())
-    }
-
-    /// The log's directory.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
     fn check_poison(&self) -> Result<(), Error> {
-        if self.inner._lock.is_none() {
+        if self._lock.is_none() {
             return Err(Error::ReadOnly);
         }
-        if !self.inner.poisoned.load(Ordering::Acquire) {
+        if !self.poisoned.load(Ordering::Acquire) {
             return Ok(());
         }
         let cause = self
-            .inner
             .poison
             .lock()
             .ok()
@@ -471,7 +660,7 @@ impl<S: Storage> Wal<S> {
     /// calling thread by design (this is the blocking API).
     #[allow(clippy::disallowed_methods)]
     fn wait_durable(&self, lsn: Lsn) -> Result<(), Error> {
-        let inner = &self.inner;
+        let inner = self;
         loop {
             if inner.durable.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
@@ -499,14 +688,15 @@ impl<S: Storage> Wal<S> {
     /// One sync round: syncs the active segment up to the current written
     /// LSN and publishes it as durable; poisons the log on failure.
     fn sync_round(&self) -> Result<(), Error> {
-        let inner = &self.inner;
-        let (target, file, slot) = {
+        let inner = self;
+        let (target, target_bytes, file, slot) = {
             let writer = self.writer()?;
             let Some(active) = writer.segments.back() else {
                 return Ok(());
             };
             (
                 inner.written.load(Ordering::Acquire),
+                inner.written_bytes.load(Ordering::Acquire),
                 Arc::clone(&active.file),
                 active.slot,
             )
@@ -514,6 +704,9 @@ impl<S: Storage> Wal<S> {
         match file.sync_data() {
             Ok(()) => {
                 inner.durable.fetch_max(target, Ordering::AcqRel);
+                inner.durable_bytes.fetch_max(target_bytes, Ordering::AcqRel);
+                inner.update_pressure();
+                inner.wake_waiters();
                 Ok(())
             }
             Err(e) => Err(inner.poison(format!(
@@ -522,15 +715,118 @@ impl<S: Storage> Wal<S> {
             ))),
         }
     }
-}
 
-fn poisoned_lock() -> Error {
-    Error::Poisoned {
-        cause: "a thread panicked while syncing".to_owned(),
+    /// Copies one record in and publishes it as written.
+    fn append_record(&self, stream: u64, payload: &[u8], flags: u16) -> Result<Lsn, Error> {
+        let lsn = {
+            let mut writer = self.writer()?;
+            let lsn = writer.append(self, stream, payload, flags)?;
+            // Published under the lock, so `written` and `written_bytes`
+            // always describe the same prefix of the log.
+            self.written.store(lsn.0, Ordering::Release);
+            self.written_bytes.fetch_add(frame_size(payload.len()) as u64, Ordering::AcqRel);
+            lsn
+        };
+        self.update_pressure();
+        if self.pressure() >= Pressure::Soft {
+            self.request_sync();
+        }
+        Ok(lsn)
     }
-}
 
-impl<S: Storage> Inner<S> {
+    fn unsynced_bytes(&self) -> u64 {
+        self.written_bytes
+            .load(Ordering::Acquire)
+            .saturating_sub(self.durable_bytes.load(Ordering::Acquire))
+    }
+
+    fn pressure(&self) -> Pressure {
+        match self.pressure.load(Ordering::Acquire) {
+            0 => Pressure::Normal,
+            1 => Pressure::Soft,
+            _ => Pressure::Hard,
+        }
+    }
+
+    /// Recomputes the pressure level and tells subscribers when it changed.
+    fn update_pressure(&self) {
+        let unsynced = self.unsynced_bytes();
+        let level = if unsynced >= self.config.hard_watermark {
+            Pressure::Hard
+        } else if unsynced >= self.config.soft_watermark {
+            Pressure::Soft
+        } else {
+            Pressure::Normal
+        };
+        let previous = self.pressure.swap(level as u8, Ordering::AcqRel);
+        if previous != level as u8 {
+            let event = PressureEvent {
+                pressure: level,
+                unsynced_bytes: unsynced,
+            };
+            if let Ok(mut subs) = self.subscribers.lock() {
+                subs.retain(|tx| tx.send(event).is_ok());
+            }
+        }
+    }
+
+    /// Asks the background syncer for a round.
+    fn request_sync(&self) {
+        if let Ok(mut bg) = self.background.lock() {
+            bg.requested = true;
+            self.background_wake.notify_one();
+        }
+    }
+
+    /// Wakes async appenders whose records are now durable.
+    fn wake_waiters(&self) {
+        let durable = self.durable.load(Ordering::Acquire);
+        let poisoned = self.poisoned.load(Ordering::Acquire);
+        let ready: Vec<Waker> = match self.waiters.lock() {
+            Ok(mut waiters) => {
+                let mut ready = Vec::new();
+                waiters.retain(|(lsn, waker)| {
+                    if poisoned || *lsn <= durable {
+                        ready.push(waker.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                ready
+            }
+            Err(_) => Vec::new(),
+        };
+        for waker in ready {
+            waker.wake();
+        }
+    }
+
+    /// The sync thread: runs a sync round whenever asked (async appenders
+    /// waiting, the soft watermark crossed), until the log is dropped.
+    #[allow(clippy::disallowed_methods)] // its own thread; waiting is its job
+    fn background_syncer(&self) {
+        loop {
+            {
+                let Ok(mut bg) = self.background.lock() else { return };
+                while !bg.requested && !bg.stop {
+                    bg = match self.background_wake.wait(bg) {
+                        Ok(bg) => bg,
+                        Err(_) => return,
+                    };
+                }
+                if bg.stop {
+                    return;
+                }
+                bg.requested = false;
+            }
+            let target = Lsn(self.written.load(Ordering::Acquire));
+            // Errors poison the log and wake every waiter; nothing to add.
+            let _ = self.wait_durable(target);
+            self.wake_waiters();
+        }
+    }
+
     fn poison(&self, cause: String) -> Error {
         tracing::error!(dir = %self.dir.display(), %cause, "write-ahead log poisoned");
         if let Ok(mut p) = self.poison.lock() {
@@ -538,6 +834,7 @@ impl<S: Storage> Inner<S> {
         }
         self.poisoned.store(true, Ordering::Release);
         self.synced.notify_all();
+        self.wake_waiters();
         Error::Poisoned { cause }
     }
 }
@@ -638,6 +935,11 @@ impl<S: Storage> Writer<S> {
             ))
         })?;
         inner.durable.fetch_max(seal.0, Ordering::AcqRel);
+        // Everything appended so far (we hold the append lock) was in the
+        // segment just synced.
+        inner
+            .durable_bytes
+            .fetch_max(inner.written_bytes.load(Ordering::Acquire), Ordering::AcqRel);
         let segment = self.open_segment(inner)?;
         self.segments.push_back(segment);
         Ok(())

@@ -114,6 +114,10 @@ pub struct RecoveryReport {
     pub reclaimed_slots: Vec<u32>,
     /// Segments scanned.
     pub segments_scanned: usize,
+    /// True when the `CHECKPOINT` file was missing or damaged and the
+    /// checkpoint was taken from the newest checkpoint record in the log.
+    pub checkpoint_from_log: bool,
+    newest_checkpoint_record: Option<CheckpointFile>,
 }
 
 /// An open write-ahead log. Cheap to share: wrap it in an `Arc`; every
@@ -1120,6 +1124,21 @@ fn recover<S: Storage>(
     let next_lsn = expected.0;
     report.first_lsn = segments.front().map_or(Lsn(1), |s| s.first_lsn);
     report.last_lsn = Lsn(next_lsn - 1);
+    // Without a readable CHECKPOINT file, the newest checkpoint record in
+    // the scanned segments stands in for it.
+    let checkpoint = match checkpoint {
+        Some(c) => Some(c),
+        None => {
+            let found = report.newest_checkpoint_record.take();
+            report.checkpoint_from_log = found.is_some();
+            found.map(|mut c| {
+                // Retention must keep what recovery scanned this time.
+                c.segment_seq = segments.front().map_or(c.segment_seq, |s| s.seq);
+                c
+            })
+        }
+    };
+    report.newest_checkpoint_record = None;
     report.checkpoint = checkpoint.as_ref().map(|c| Checkpoint {
         lsn: c.lsn,
         snapshot_ref: c.snapshot_ref.clone(),
@@ -1308,6 +1327,11 @@ fn scan_segment<S: Storage>(
                 });
             }
         };
+        if header.flags & FLAG_CHECKPOINT != 0 {
+            if let Some(found) = decode_checkpoint_record(bytes, pos, header, f.header.seq) {
+                report_checkpoint_record(report, found);
+            }
+        }
         last_lsn = header.lsn;
         pos += size;
         if header.lsn > after {
@@ -1321,6 +1345,26 @@ fn scan_segment<S: Storage>(
                 sealed: true,
             });
         }
+    }
+}
+
+/// The checkpoint a checkpoint record at `pos` holds.
+fn decode_checkpoint_record(bytes: &[u8], pos: usize, header: FrameHeader, seq: u64) -> Option<CheckpointFile> {
+    let payload = bytes.get(pos + FRAME_HEADER..pos + FRAME_HEADER + header.len as usize)?;
+    let lsn = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    Some(CheckpointFile {
+        lsn: Lsn(lsn),
+        record_lsn: header.lsn,
+        segment_seq: seq,
+        snapshot_ref: payload.get(8..)?.to_vec(),
+    })
+}
+
+/// Keeps the newest checkpoint record seen while scanning.
+fn report_checkpoint_record(report: &mut RecoveryReport, found: CheckpointFile) {
+    let newer = report.newest_checkpoint_record.as_ref().is_none_or(|c| c.record_lsn < found.record_lsn);
+    if newer {
+        report.newest_checkpoint_record = Some(found);
     }
 }
 

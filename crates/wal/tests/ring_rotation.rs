@@ -121,3 +121,23 @@ fn ring_second_open_is_refused_while_locked_and_read_only_sees_records() {
         Err(tiffany_wal::Error::ReadOnly)
     ));
 }
+
+#[test]
+fn ring_checkpoint_is_found_in_the_log_when_its_file_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), config()).unwrap();
+    for i in 0..300u64 {
+        wal.append(2, &payload(i), SyncMode::Buffer).unwrap();
+    }
+    let at = wal.last_lsn();
+    wal.checkpoint(at, b"snap-a").unwrap();
+    for i in 0..10u64 {
+        wal.append(2, &payload(i), SyncMode::Data).unwrap();
+    }
+    drop(wal);
+    std::fs::write(dir.path().join("CHECKPOINT"), b"garbage").unwrap();
+    let (_wal, report) = Wal::open_with_report(dir.path(), config()).unwrap();
+    assert!(report.checkpoint_from_log);
+    let checkpoint = report.checkpoint.unwrap();
+    assert_eq!((checkpoint.lsn, checkpoint.snapshot_ref.as_slice()), (at, &b"snap-a"[..]));
+}

@@ -7,13 +7,15 @@
 //! a library crate.
 //!
 //! # Overview
-//! - [`Suite`] names a suite (`sched`, ...); [`run`] runs some of them with
+//! - [`Suite`] names a suite (`sched`, `wal`); [`run`] runs some of them with
 //!   [`Options`] and hands each suite's [`Metric`]s to a callback as soon as
 //!   the suite ends, then returns the whole [`Report`].
 //! - A [`Metric`] is one figure: the median of at least five samples taken
 //!   after a warm-up, its `[min, max]` spread, its goals, and the same figure
 //!   for each peer, measured in the same run, interleaved `A B A B` with ours
-//!   so that a ratio survives machine noise.
+//!   so that a ratio survives machine noise. A metric whose side of ours is
+//!   not built in yet is [`Metric::pending`]: the table shows its peers, the
+//!   JSON report leaves it out.
 //! - [`render_suite`] prints a suite's table for people; [`Report::to_json`]
 //!   writes the machine-readable report whose shape PERF.md fixes.
 //! - Measurements that need a fresh process (resident memory) re-execute
@@ -21,6 +23,11 @@
 //!   [`run_child`].
 //! - Disk suites take their directories from [`ScratchDir`], under
 //!   `TIFFANY_BENCH_DIR` (default `./target/bench-tmp`).
+//!
+//! # Features
+//! - `wal`: builds our side of the `wal` suite against `tiffany-wal`.
+//!   Without it the suite measures its peers and baselines only and reports
+//!   our metrics as pending.
 //!
 //! # Guarantees
 //! A suite either returns every one of its metrics or an error; a missed goal
@@ -42,11 +49,15 @@
 //! ```
 
 mod child;
+mod measure;
+mod os;
 mod progress;
 mod report;
 mod sample;
 mod sched;
 mod scratch;
+mod seeded;
+mod wal;
 
 use std::fmt;
 use std::str::FromStr;
@@ -64,16 +75,20 @@ pub use scratch::{BENCH_DIR_ENV, ScratchDir, bench_root};
 pub enum Suite {
     /// The task scheduler (`tiffany-sched`) against tokio and async-executor.
     Sched,
+    /// The write-ahead log (`tiffany-wal`) against raw `fdatasync` loops,
+    /// okaywal and SQLite, on the disk of the working directory.
+    Wal,
 }
 
 impl Suite {
     /// Every known suite, in the order `tiffany perf-test` runs them.
-    pub const ALL: &'static [Suite] = &[Suite::Sched];
+    pub const ALL: &'static [Suite] = &[Suite::Sched, Suite::Wal];
 
     /// The suite's name on the command line and in metric names.
     pub fn name(self) -> &'static str {
         match self {
             Suite::Sched => "sched",
+            Suite::Wal => "wal",
         }
     }
 
@@ -81,6 +96,7 @@ impl Suite {
         let mut progress = progress::Progress::stderr();
         match self {
             Suite::Sched => sched::run(options.quick, &mut progress),
+            Suite::Wal => wal::run(options.quick, &mut progress),
         }
     }
 }
@@ -173,6 +189,6 @@ mod tests {
         let err = "nosuch".parse::<Suite>().unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`nosuch`"), "{msg}");
-        assert!(msg.contains("known suites: sched"), "{msg}");
+        assert!(msg.contains("known suites: sched, wal"), "{msg}");
     }
 }

@@ -10,7 +10,10 @@
 //!   `spread[0] <= value <= spread[1]`;
 //! - ratios are always `ours / peer`; whether that is good news depends on
 //!   [`Better`], and [`Metric::advantage`] turns it into "how many times
-//!   better we are" (greater than 1 means we win) for display and goals.
+//!   better we are" (greater than 1 means we win) for display and goals;
+//! - a *pending* metric ([`Metric::pending`]) has peers but no value of
+//!   ours (our code is not built in yet): it is shown in the table as
+//!   pending, misses no goal, and is never written to the JSON report.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -101,6 +104,12 @@ pub struct Metric {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Each peer's value for the same metric, measured in the same run.
     pub peers: BTreeMap<String, f64>,
+    /// Why our side of this metric was not measured, for a metric made by
+    /// [`Metric::pending`]; `None` for a measured one. A pending metric's
+    /// `value`, `spread` and `samples` are zero and mean nothing; it is not
+    /// serialised ([`Report::new`] leaves it out of the results).
+    #[serde(skip)]
+    pub pending: Option<String>,
 }
 
 impl Metric {
@@ -122,7 +131,34 @@ impl Metric {
             ratio_goal: None,
             params: serde_json::Map::new(),
             peers: BTreeMap::new(),
+            pending: None,
         })
+    }
+
+    /// A metric whose side of ours cannot be measured in this build (say,
+    /// the code is behind a cargo feature that is off), for `reason`: its
+    /// goals and peers are reported, its value is not.
+    pub fn pending(name: &str, unit: &str, better: Better, reason: &str) -> Self {
+        Metric {
+            name: name.to_owned(),
+            value: 0.0,
+            unit: unit.to_owned(),
+            better,
+            spread: [0.0, 0.0],
+            samples: 0,
+            spec_target: None,
+            goal: None,
+            goal_note: None,
+            ratio_goal: None,
+            params: serde_json::Map::new(),
+            peers: BTreeMap::new(),
+            pending: Some(reason.to_owned()),
+        }
+    }
+
+    /// Whether this is a [`Metric::pending`] metric, without a value of ours.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// Sets the specification's target.
@@ -148,6 +184,24 @@ impl Metric {
         self.ratio_goal = Some(RatioGoal {
             peer: peer.to_owned(),
             factor,
+        });
+        self
+    }
+
+    /// Requires our value to be at most `times` the value of `peer` (a
+    /// lower-is-better figure such as a latency against a baseline's), or at
+    /// least `1 / times` of it for a higher-is-better figure: we may be up to
+    /// `times` worse than `peer`, no more. Also writes the matching
+    /// [`Metric::goal_note`].
+    #[must_use]
+    pub fn ratio_bound(mut self, peer: &str, times: f64) -> Self {
+        self.goal_note = Some(match self.better {
+            Better::Lower => format!("<= {times}x {peer}"),
+            Better::Higher => format!(">= {peer} / {times}"),
+        });
+        self.ratio_goal = Some(RatioGoal {
+            peer: peer.to_owned(),
+            factor: 1.0 / times,
         });
         self
     }
@@ -193,8 +247,12 @@ impl Metric {
 
     /// Each goal this metric misses, described for the "missed goals" line;
     /// empty when every goal is met (or there is none).
+    /// A pending metric misses none: there is nothing of ours to check.
     pub fn missed_goals(&self) -> Vec<String> {
         let mut missed = Vec::new();
+        if self.is_pending() {
+            return missed;
+        }
         let missed_bound = self
             .goal
             .filter(|&goal| !self.better.meets(self.value, goal));
@@ -275,8 +333,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// A report for this build on this machine.
-    pub fn new(quick: bool, results: Vec<Metric>) -> Self {
+    /// A report for this build on this machine, of the measured metrics
+    /// among `results`: pending ones ([`Metric::pending`]) are left out.
+    pub fn new(quick: bool, mut results: Vec<Metric>) -> Self {
+        results.retain(|m| !m.is_pending());
         Report {
             schema: SCHEMA,
             tiffany_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -306,7 +366,9 @@ impl Report {
 /// Each metric row shows the median, the `[min, max]` spread and sample
 /// count, the spec target, whether the goals are met, and the goals; below
 /// it, one row per peer with the peer's median and `ours/peer`, spelled out
-/// as how many times faster (or smaller, or higher) we are.
+/// as how many times faster (or smaller, or higher) we are. A pending metric
+/// shows `pending` for its value and status, its peers' values, and a last
+/// line listing the pending metrics and why.
 pub fn render_suite(suite: &str, quick: bool, machine: &Machine, metrics: &[Metric]) -> String {
     const HEADER: [&str; 7] = [
         "metric",
@@ -373,12 +435,24 @@ pub fn render_suite(suite: &str, quick: bool, machine: &Machine, metrics: &[Metr
     }
 
     let missed: Vec<String> = metrics.iter().flat_map(Metric::missed_goals).collect();
+    let pending: Vec<&Metric> = metrics.iter().filter(|m| m.is_pending()).collect();
     if missed.is_empty() {
-        out.push_str("all goals met\n");
+        out.push_str(if pending.is_empty() {
+            "all goals met\n"
+        } else {
+            "all measured goals met\n"
+        });
     } else {
         let _ = writeln!(out, "missed goals ({}):", missed.len());
         for miss in missed {
             let _ = writeln!(out, "  - {miss}");
+        }
+    }
+    if !pending.is_empty() {
+        let _ = writeln!(out, "pending, ours not measured ({}):", pending.len());
+        for m in pending {
+            let reason = m.pending.as_deref().unwrap_or_default();
+            let _ = writeln!(out, "  - {}: {reason}", m.name);
         }
     }
     out
@@ -407,23 +481,33 @@ fn metric_row(m: &Metric) -> [String; 7] {
         goals.push(note.clone());
     }
     let has_goal = !goals.is_empty();
-    let status = if !has_goal {
+    let status = if m.is_pending() {
+        "pending"
+    } else if !has_goal {
         "-"
     } else if m.missed_goals().is_empty() {
         "met"
     } else {
         "MISSED"
     };
+    let (value, spread) = if m.is_pending() {
+        ("pending".to_owned(), "-".to_owned())
+    } else {
+        (
+            with_unit(m.value),
+            format!(
+                "[{}, {}] n={}",
+                format_number(m.spread[0]),
+                format_number(m.spread[1]),
+                m.samples
+            ),
+        )
+    };
     [
         m.name.clone(),
         m.better.as_str().to_owned(),
-        with_unit(m.value),
-        format!(
-            "[{}, {}] n={}",
-            format_number(m.spread[0]),
-            format_number(m.spread[1]),
-            m.samples
-        ),
+        value,
+        spread,
         m.spec_target.map_or_else(|| "-".to_owned(), with_unit),
         status.to_owned(),
         if has_goal {
@@ -436,6 +520,7 @@ fn metric_row(m: &Metric) -> [String; 7] {
 
 fn peer_row(m: &Metric, peer: &str, value: f64) -> Row {
     let comparison = match (m.ratio(value), m.advantage(value)) {
+        _ if m.is_pending() => "ours pending".to_owned(),
         (Some(ratio), Some(adv)) => format!(
             "ours/peer {ratio:.2}: {}",
             describe_advantage(&m.unit, m.better, adv, "peer")
@@ -647,6 +732,49 @@ mod tests {
         assert!(table.contains("missed goals (1):"), "{table}");
         let met = render_suite("sched", false, &machine, &[example()]);
         assert!(met.ends_with("all goals met\n"), "{met}");
+    }
+
+    #[test]
+    fn ratio_bound_allows_up_to_times_the_peer() {
+        let latency = |v: f64| {
+            Metric::new("s.append_us", "us", Better::Lower, &summary(v, v, v))
+                .unwrap()
+                .peer("raw", 100.0)
+                .unwrap()
+                .ratio_bound("raw", 1.15)
+        };
+        assert!(latency(114.0).missed_goals().is_empty());
+        let missed = latency(130.0).missed_goals();
+        assert_eq!(missed.len(), 1);
+        assert!(missed[0].contains("<= 1.15x raw"), "{missed:?}");
+        assert!(missed[0].contains("1.30x slower"), "{missed:?}");
+    }
+
+    #[test]
+    fn pending_metrics_show_peers_miss_nothing_and_stay_out_of_json() {
+        let pending = Metric::pending("wal.x_us", "us", Better::Lower, "feature `wal` is off")
+            .goal(10.0)
+            .peer("okaywal", 50.0)
+            .unwrap();
+        assert!(pending.is_pending());
+        assert!(pending.missed_goals().is_empty());
+        let table = render_suite(
+            "wal",
+            true,
+            &Machine::current(),
+            &[example(), pending.clone()],
+        );
+        assert!(table.contains("pending"), "{table}");
+        assert!(table.contains("vs okaywal"), "{table}");
+        assert!(table.contains("ours pending"), "{table}");
+        assert!(table.contains("all measured goals met"), "{table}");
+        assert!(
+            table.contains("  - wal.x_us: feature `wal` is off"),
+            "{table}"
+        );
+        let report = Report::new(true, vec![example(), pending]);
+        assert_eq!(report.results, vec![example()]);
+        assert!(!report.to_json().unwrap().contains("wal.x_us"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Parser, Subcommand};
 use tiffany_bench::{CHILD_SUBCOMMAND, Machine, Metric, Options, Suite};
 
+mod wal_cmd;
+
 /// A node allocates one small object per task and per message, by the
 /// million; mimalloc's per-thread size classes serve that faster and with
 /// less slack than the system allocator (see docs/benchmarks.md).
@@ -27,7 +29,8 @@ const EXIT_FAILURE: u8 = 1;
 ///
 /// Tiffany runs many agents as cooperative tasks on a thread-per-core
 /// scheduler with priorities and per-agent feedback. This command is its
-/// entry point; today it runs the benchmark suites (`perf-test`).
+/// entry point; today it runs the benchmark suites (`perf-test`) and looks
+/// into write-ahead logs (`wal`).
 #[derive(Debug, Parser)]
 #[command(
     name = "tiffany",
@@ -56,6 +59,10 @@ enum Command {
     /// does not fail the command.
     #[command(after_long_help = PERF_TEST_EXAMPLES)]
     PerfTest(PerfTestArgs),
+
+    /// Look into a write-ahead log directory: inspect, verify, dump.
+    #[command(subcommand)]
+    Wal(wal_cmd::WalCommand),
 
     /// Run one measurement in a fresh process and print it as one JSON line
     /// (used by `perf-test` itself).
@@ -123,6 +130,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::PerfTest(args) => perf_test(&args),
+        Command::Wal(command) => wal_cmd::run(command),
         Command::BenchChild { name, args } => {
             println!("{}", tiffany_bench::run_child(&name, &args)?);
             Ok(())

@@ -2,6 +2,9 @@
 //! files once checkpoints let old segments go, and reopening finds exactly
 //! the records written, none from an earlier pass of the ring.
 
+// Tests read and damage files directly, blocking on purpose.
+#![allow(clippy::disallowed_methods)]
+
 use tiffany_wal::{Lsn, SyncMode, Wal, WalConfig};
 
 fn config() -> WalConfig {
@@ -139,5 +142,8 @@ fn ring_checkpoint_is_found_in_the_log_when_its_file_is_lost() {
     let (_wal, report) = Wal::open_with_report(dir.path(), config()).unwrap();
     assert!(report.checkpoint_from_log);
     let checkpoint = report.checkpoint.unwrap();
-    assert_eq!((checkpoint.lsn, checkpoint.snapshot_ref.as_slice()), (at, &b"snap-a"[..]));
+    assert_eq!(
+        (checkpoint.lsn, checkpoint.snapshot_ref.as_slice()),
+        (at, &b"snap-a"[..])
+    );
 }

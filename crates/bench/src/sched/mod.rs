@@ -19,7 +19,7 @@
 //! Invariants:
 //! - every contender runs the same workload at the same size, and
 //!   `tiffany` is always the first contender, so it is "ours" in the
-//!   [`Measured`] results;
+//!   [`crate::measure::Measured`] results;
 //! - `tiffany` and `tokio_current_thread` both run with their I/O driver on
 //!   (the production configuration); the `_noio` peer shows what that costs
 //!   tokio;
@@ -37,9 +37,10 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use crate::child::measure_in_child;
+use crate::measure::Bench;
 use crate::progress::Progress;
 use crate::report::{Better, Metric};
-use crate::sample::{Plan, Summary, interleave};
+use crate::sample::Plan;
 use async_executor_peer::AsyncExecutorLocal;
 use ours::Tiffany;
 use tokio_peer::TokioCurrentThread;
@@ -65,6 +66,12 @@ pub(crate) trait Contender: Sync {
     fn idle_tasks(&self, tasks: usize) -> Result<f64>;
     /// Wake latency of a critical task, one entry per wake.
     fn priority_latency(&self, plan: &PriorityPlan) -> Result<Vec<Duration>>;
+}
+
+impl crate::measure::Named for dyn Contender {
+    fn name(&self) -> &'static str {
+        Contender::name(self)
+    }
 }
 
 const TIFFANY: &dyn Contender = &Tiffany;
@@ -131,10 +138,7 @@ type Workload = fn(&mut Bench<'_>, &Sizes) -> Result<Vec<Metric>>;
 /// Runs the whole suite and returns its metrics in table order.
 pub(crate) fn run(quick: bool, progress: &mut Progress) -> Result<Vec<Metric>> {
     let sizes = Sizes::new(quick);
-    let mut bench = Bench {
-        plan: Plan::for_mode(quick),
-        progress,
-    };
+    let mut bench = Bench::new(Plan::for_mode(quick), progress);
     let workloads: [Workload; 6] = [
         yield_1task,
         yield_1000tasks,
@@ -290,60 +294,4 @@ fn idle_tasks_in_child(contender: &str, tasks: usize) -> Result<f64> {
 
 fn ns_per(elapsed: Duration, ops: u64) -> f64 {
     elapsed.as_nanos() as f64 / ops.max(1) as f64
-}
-
-/// The sampling plan and progress output shared by every workload.
-struct Bench<'p> {
-    plan: Plan,
-    progress: &'p mut Progress,
-}
-
-impl Bench<'_> {
-    /// Runs `run` for each contender following the plan, interleaved.
-    fn measure<O>(
-        &mut self,
-        workload: &str,
-        contenders: &[&'static dyn Contender],
-        mut run: impl FnMut(&dyn Contender) -> Result<O>,
-    ) -> Result<Measured<O>> {
-        self.progress.workload(workload);
-        let samples = self.plan.samples;
-        let progress = &mut *self.progress;
-        let outputs = interleave(
-            self.plan,
-            contenders,
-            |round, c| progress.run(round, samples, c.name()),
-            |c| run(*c).with_context(|| format!("{workload} on {}", c.name())),
-        )?;
-        Ok(Measured {
-            names: contenders.iter().map(|c| c.name()).collect(),
-            outputs,
-        })
-    }
-}
-
-/// The kept outputs of one workload: ours first, then each peer's.
-struct Measured<O> {
-    names: Vec<&'static str>,
-    outputs: Vec<Vec<O>>,
-}
-
-impl<O> Measured<O> {
-    /// A metric of `figure` over the outputs: ours' median and spread, and
-    /// each peer's median.
-    fn metric(
-        &self,
-        name: &str,
-        unit: &str,
-        better: Better,
-        figure: impl Fn(&O) -> f64,
-    ) -> Result<Metric> {
-        let mut per_contender = self.names.iter().zip(&self.outputs);
-        let (_, ours) = per_contender.next().context("no contender measured")?;
-        let mut metric = Metric::new(name, unit, better, &Summary::of_each(ours, &figure)?)?;
-        for (peer, outputs) in per_contender {
-            metric = metric.peer(peer, Summary::of_each(outputs, &figure)?.median)?;
-        }
-        Ok(metric)
-    }
 }

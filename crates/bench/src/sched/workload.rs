@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use tokio::sync::mpsc;
 
+use crate::os::page_size;
 use crate::sample::percentile;
+use crate::seeded::SplitMix64;
 
 /// `sched.yield_1000tasks_ns`: `tasks` tasks spread evenly over `groups`
 /// task groups (agents), each yielding `yields_per_task` times.
@@ -201,22 +203,6 @@ impl LatencyStats {
     }
 }
 
-/// A small seeded generator (SplitMix64): reproducible gaps without a
-/// dependency.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    /// The next pseudo-random number.
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Idle tasks that have reached their first `await`. Only used inside a
 /// child process, which runs one measurement, so a global is enough.
 static IDLE_READY: AtomicUsize = AtomicUsize::new(0);
@@ -270,15 +256,6 @@ pub(crate) fn resident_bytes() -> Result<u64> {
     Ok(pages * page_size()?)
 }
 
-fn page_size() -> Result<u64> {
-    // SAFETY: sysconf only reads a system constant; it has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size)
-        .ok()
-        .filter(|&s| s > 0)
-        .context("cannot read the page size")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,24 +278,6 @@ mod tests {
             .sum::<usize>(),
             30
         );
-    }
-
-    #[test]
-    fn workload_gaps_are_seeded() {
-        let a: Vec<u64> = (0..5)
-            .map({
-                let mut r = SplitMix64(7);
-                move |_| r.next()
-            })
-            .collect();
-        let b: Vec<u64> = (0..5)
-            .map({
-                let mut r = SplitMix64(7);
-                move |_| r.next()
-            })
-            .collect();
-        assert_eq!(a, b);
-        assert_ne!(a[0], a[1]);
     }
 
     #[test]

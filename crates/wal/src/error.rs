@@ -74,7 +74,9 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(&'static str),
     /// [`Wal::try_append`](crate::Wal::try_append) above the hard watermark.
-    #[error("the log's unsynced queue is over its hard watermark ({unsynced_bytes} bytes); retry after a sync")]
+    #[error(
+        "the log's unsynced queue is over its hard watermark ({unsynced_bytes} bytes); retry after a sync"
+    )]
     WouldBlock {
         /// Unsynced bytes at the time.
         unsynced_bytes: u64,

@@ -95,7 +95,9 @@ impl SegmentHeader {
         if crc32c::crc32c(b.get(..60).unwrap_or_default()) != crc {
             return Err(HeaderError::Corrupt);
         }
-        if version == 0 || u32_at(b, 12) != Some(HEADER_LEN as u32) {
+        // Reserved bytes must be zero: a later format may give them meaning.
+        let reserved_zero = b.get(52..60).is_some_and(|r| r.iter().all(|&x| x == 0));
+        if version == 0 || u32_at(b, 12) != Some(HEADER_LEN as u32) || !reserved_zero {
             return Err(HeaderError::Corrupt);
         }
         let header = SegmentHeader {
@@ -205,6 +207,10 @@ pub fn decode_frame(bytes: &[u8]) -> Frame<'_> {
     if bytes.len() < size || frame_crc(len, head.get(8..).unwrap_or_default(), payload) != crc {
         return Frame::Invalid;
     }
+    if u16_at(head, 30) != Some(0) {
+        // Reserved: zero in version 1.
+        return Frame::Invalid;
+    }
     let (Some(lsn), Some(stream), Some(seq32), Some(flags), Some(synced)) = (
         u64_at(head, 8),
         u64_at(head, 16),
@@ -265,7 +271,8 @@ impl CheckpointFile {
     /// Decodes the file; `None` when it is not a valid version-1
     /// checkpoint file (recovery then scans the log instead).
     pub fn decode(b: &[u8]) -> Option<CheckpointFile> {
-        if b.get(..8)? != CHECKPOINT_MAGIC || u16_at(b, 8)? != FORMAT_VERSION {
+        if b.get(..8)? != CHECKPOINT_MAGIC || u16_at(b, 8)? != FORMAT_VERSION || u16_at(b, 10)? != 0
+        {
             return None;
         }
         let ref_len = u32_at(b, 12)? as usize;

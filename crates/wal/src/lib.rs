@@ -63,7 +63,8 @@ use std::fmt;
 
 pub use error::Error;
 pub use log::{
-    Checkpoint, Durable, Pressure, PressureEvent, Record, RecoveryReport, Replay, SegmentInfo, TornTail, Wal,
+    Checkpoint, Durable, Pressure, PressureEvent, Record, RecoveryReport, Replay, SegmentInfo,
+    TornTail, Wal,
 };
 pub use storage::{DirLock, FileStorage, RealFile, Storage, StorageFile};
 

@@ -19,9 +19,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
@@ -287,7 +287,9 @@ impl<S: Storage> Wal<S> {
             })?)
         };
         if config.soft_watermark > config.hard_watermark {
-            return Err(Error::Config("soft_watermark must not exceed hard_watermark"));
+            return Err(Error::Config(
+                "soft_watermark must not exceed hard_watermark",
+            ));
         }
         let (writer, report) = recover(&storage, &dir, &config, read_only)?;
         let last = writer.next_lsn - 1;
@@ -365,7 +367,10 @@ impl<S: Storage> Wal<S> {
     /// watermark the record is still written (the future then waits for the
     /// sync that drains the queue).
     pub fn append_async(&self, stream: u64, payload: &[u8], mode: SyncMode) -> Durable<'_, S> {
-        let result = self.inner.check_poison().and_then(|()| self.inner.append_record(stream, payload, 0));
+        let result = self
+            .inner
+            .check_poison()
+            .and_then(|()| self.inner.append_record(stream, payload, 0));
         let wait = match (&result, mode) {
             (Ok(_), SyncMode::Data) => true,
             (Ok(_), _) => self.inner.pressure() == Pressure::Hard,
@@ -441,10 +446,12 @@ impl<S: Storage> Wal<S> {
     /// records up to `lsn` become reusable.
     pub fn checkpoint(&self, lsn: Lsn, snapshot_ref: &[u8]) -> Result<Lsn, Error> {
         self.inner.check_poison()?;
-        if lsn > self.last_lsn() {
+        let first = self.first_lsn()?;
+        // Records after `lsn` must still be here for a replay from it.
+        if lsn > self.last_lsn() || lsn.0 + 1 < first.0 {
             return Err(Error::OutOfRange {
                 requested: lsn,
-                first: self.first_lsn()?,
+                first,
                 last: self.last_lsn(),
             });
         }
@@ -454,9 +461,9 @@ impl<S: Storage> Wal<S> {
         let record = self.inner.append_record(0, &payload, FLAG_CHECKPOINT)?;
         self.inner.wait_durable(record)?;
         let mut writer = self.inner.writer()?;
-        let keep_from = writer
-            .segment_index_of(Lsn(lsn.0 + 1))
-            .unwrap_or(writer.segments.len() - 1);
+        // The checkpoint record itself follows `lsn`, so `lsn + 1` is held
+        // (unless a concurrent checkpoint freed it meanwhile: keep all).
+        let keep_from = writer.segment_index_of(Lsn(lsn.0 + 1)).unwrap_or(0);
         let oldest_seq = writer.segments.get(keep_from).map_or(0, |s| s.seq);
         let file = CheckpointFile {
             lsn,
@@ -483,7 +490,12 @@ impl<S: Storage> Wal<S> {
 
     /// The newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, Error> {
-        Ok(self.inner.writer()?.checkpoint.as_ref().map(|(c, _)| c.clone()))
+        Ok(self
+            .inner
+            .writer()?
+            .checkpoint
+            .as_ref()
+            .map(|(c, _)| c.clone()))
     }
 
     /// The first LSN the log still holds.
@@ -566,7 +578,6 @@ impl<S: Storage> Wal<S> {
             done: false,
         })
     }
-
 }
 
 impl<S: Storage> Drop for Wal<S> {
@@ -708,7 +719,9 @@ impl<S: Storage> Inner<S> {
         match file.sync_data() {
             Ok(()) => {
                 inner.durable.fetch_max(target, Ordering::AcqRel);
-                inner.durable_bytes.fetch_max(target_bytes, Ordering::AcqRel);
+                inner
+                    .durable_bytes
+                    .fetch_max(target_bytes, Ordering::AcqRel);
                 inner.update_pressure();
                 inner.wake_waiters();
                 Ok(())
@@ -728,7 +741,8 @@ impl<S: Storage> Inner<S> {
             // Published under the lock, so `written` and `written_bytes`
             // always describe the same prefix of the log.
             self.written.store(lsn.0, Ordering::Release);
-            self.written_bytes.fetch_add(frame_size(payload.len()) as u64, Ordering::AcqRel);
+            self.written_bytes
+                .fetch_add(frame_size(payload.len()) as u64, Ordering::AcqRel);
             lsn
         };
         self.update_pressure();
@@ -812,7 +826,9 @@ impl<S: Storage> Inner<S> {
     fn background_syncer(&self) {
         loop {
             {
-                let Ok(mut bg) = self.background.lock() else { return };
+                let Ok(mut bg) = self.background.lock() else {
+                    return;
+                };
                 while !bg.requested && !bg.stop {
                     bg = match self.background_wake.wait(bg) {
                         Ok(bg) => bg,
@@ -941,10 +957,16 @@ impl<S: Storage> Writer<S> {
         inner.durable.fetch_max(seal.0, Ordering::AcqRel);
         // Everything appended so far (we hold the append lock) was in the
         // segment just synced.
-        inner
-            .durable_bytes
-            .fetch_max(inner.written_bytes.load(Ordering::Acquire), Ordering::AcqRel);
-        let segment = self.open_segment(inner)?;
+        inner.durable_bytes.fetch_max(
+            inner.written_bytes.load(Ordering::Acquire),
+            Ordering::AcqRel,
+        );
+        // The active segment is sealed now: failing to open the next one
+        // leaves nowhere to append, so the handle is done (reopening
+        // recovers and opens a fresh segment).
+        let segment = self
+            .open_segment(inner)
+            .map_err(|e| inner.poison(format!("opening the next segment failed: {e}")))?;
         self.segments.push_back(segment);
         Ok(())
     }
@@ -1019,6 +1041,8 @@ fn recover<S: Storage>(
     let mut report = RecoveryReport::default();
     let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
     let mut found: Vec<Found<S>> = Vec::new();
+    // Slots with our magic but a header failing its checksum.
+    let mut damaged: Vec<(u32, S::File)> = Vec::new();
     let mut free = Vec::new();
     let mut slots = 0;
     for name in &names {
@@ -1031,13 +1055,24 @@ fn recover<S: Storage>(
             .open(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
         let mut head = [0u8; HEADER_LEN];
-        let readable = file.len() >= HEADER_BLOCK && file.read_at(0, &mut head).is_ok();
+        let n = usize::try_from(file.len())
+            .unwrap_or(usize::MAX)
+            .min(HEADER_LEN);
+        if let Some(buf) = head.get_mut(..n) {
+            file.read_at(0, buf)
+                .map_err(|e| Error::io("read segment header", &path, e))?;
+        }
         match SegmentHeader::decode(&head) {
-            Ok(header) if readable && header.segment_size == file.len() => {
+            Ok(header) if header.segment_size == file.len() => {
                 found.push(Found { slot, header, file })
             }
-            Err(HeaderError::Foreign) if readable && head.iter().any(|&b| b != 0) => {
-                return Err(Error::Foreign { path });
+            Ok(header) => {
+                return Err(Error::Corrupt {
+                    slot,
+                    offset: 0,
+                    last_good: Lsn(header.first_lsn.0 - 1),
+                    reason: "a segment file is not the length its header gives",
+                });
             }
             Err(HeaderError::Version(found)) => {
                 return Err(Error::UnsupportedVersion {
@@ -1046,16 +1081,29 @@ fn recover<S: Storage>(
                     supported: format::FORMAT_VERSION,
                 });
             }
-            _ => {
-                // Unreadable header: a slot created or recycled by a rotation
-                // that crashed before its header was synced. No record was
-                // written to it (records follow a synced header).
+            Err(HeaderError::Corrupt) => damaged.push((slot, file)),
+            Err(HeaderError::Foreign | HeaderError::Short) if head.iter().all(|&b| b == 0) => {
+                // Empty or zero-filled: a slot file created by a rotation
+                // that crashed before its header was written.
                 report.reclaimed_slots.push(slot);
                 free.push((slot, Arc::new(file)));
             }
+            Err(HeaderError::Foreign | HeaderError::Short) => return Err(Error::Foreign { path }),
         }
     }
     found.sort_by_key(|f| f.header.seq);
+    for pair in found.windows(2) {
+        if let [a, b] = pair {
+            if a.header.seq == b.header.seq {
+                return Err(Error::Corrupt {
+                    slot: b.slot,
+                    offset: 0,
+                    last_good: Lsn(b.header.first_lsn.0.saturating_sub(1)),
+                    reason: "two slots hold the same segment (a copied or misplaced slot file)",
+                });
+            }
+        }
+    }
     let checkpoint = storage
         .read_all(&dir.join(CHECKPOINT_NAME))
         .ok()
@@ -1120,8 +1168,32 @@ fn recover<S: Storage>(
             last_lsn: scanned.last_lsn,
         });
     }
+    // A slot whose header fails its checksum is a rotation torn while
+    // writing the header, unless records follow the header: then the
+    // header of a live segment was damaged.
+    for (slot, file) in damaged {
+        let mut frame = vec![0u8; 4096];
+        let holds_records = file.len() >= HEADER_BLOCK + frame.len() as u64
+            && file.read_at(HEADER_BLOCK, &mut frame).is_ok()
+            && matches!(format::decode_frame(&frame), Frame::Valid { header, .. } if header.lsn >= expected);
+        if holds_records {
+            return Err(Error::Corrupt {
+                slot,
+                offset: 0,
+                last_good: Lsn(expected.0 - 1),
+                reason: "the header of a segment holding records is damaged",
+            });
+        }
+        report.reclaimed_slots.push(slot);
+        free.push((slot, Arc::new(file)));
+    }
     let next_seq = segments.back().map_or(0, |s| s.seq + 1);
     let next_lsn = expected.0;
+    if !read_only {
+        if let Some(last) = segments.back() {
+            resync_unsynced_tail(last)?;
+        }
+    }
     report.first_lsn = segments.front().map_or(Lsn(1), |s| s.first_lsn);
     report.last_lsn = Lsn(next_lsn - 1);
     // Without a readable CHECKPOINT file, the newest checkpoint record in
@@ -1176,6 +1248,48 @@ fn recover<S: Storage>(
     Ok((writer, report))
 }
 
+/// Makes the records of the last segment that no frame vouches for as
+/// synced durable before recovery declares them so: they may be page-cache
+/// data of the previous process, or pages a failed `fdatasync` marked
+/// clean without writing them. Each frame's `synced` field only rises, so
+/// the last frame's is the segment's highest; the frames after it are
+/// written again (re-dirtying their pages) and synced.
+fn resync_unsynced_tail<S: Storage>(segment: &Segment<S>) -> Result<(), Error> {
+    let path = slot_name(segment.slot);
+    let view = segment
+        .file
+        .view()
+        .map_err(|e| Error::io("map segment", &path, e))?;
+    let bytes: &[u8] = (*view).as_ref();
+    let end = usize::try_from(segment.end).unwrap_or(usize::MAX);
+    let mut pos = HEADER_BLOCK as usize;
+    let mut frames = Vec::new();
+    let mut vouched = Lsn(0);
+    while pos < end {
+        let Frame::Valid { header, size, .. } =
+            format::decode_frame(bytes.get(pos..end).unwrap_or_default())
+        else {
+            break;
+        };
+        frames.push((header.lsn, pos));
+        vouched = header.synced;
+        pos += size;
+    }
+    let Some(&(_, from)) = frames.iter().find(|(lsn, _)| *lsn > vouched) else {
+        return Ok(());
+    };
+    let tail = bytes.get(from..end).unwrap_or_default().to_vec();
+    drop(view);
+    segment
+        .file
+        .write_at(from as u64, &tail)
+        .map_err(|e| Error::io("rewrite unsynced records", &path, e))?;
+    segment
+        .file
+        .sync_data()
+        .map_err(|e| Error::io("sync segment", &path, e))
+}
+
 /// Creates the first segment of a new log (recovery has no `Inner` yet).
 struct FirstSegment<'a, S: Storage> {
     storage: &'a S,
@@ -1186,7 +1300,15 @@ struct FirstSegment<'a, S: Storage> {
 impl<S: Storage> FirstSegment<'_, S> {
     fn create(&self, writer: &mut Writer<S>) -> Result<Segment<S>, Error> {
         let (slot, file) = match writer.free.pop() {
-            Some(free) => free,
+            Some((slot, file)) if file.len() == self.config.segment_size => (slot, file),
+            Some((slot, _)) => {
+                let path = self.dir.join(slot_name(slot));
+                let file = self
+                    .storage
+                    .create(&path, self.config.segment_size)
+                    .map_err(|e| Error::io("create segment", &path, e))?;
+                (slot, Arc::new(file))
+            }
             None => {
                 let slot = writer.slots;
                 let path = self.dir.join(slot_name(slot));
@@ -1349,7 +1471,12 @@ fn scan_segment<S: Storage>(
 }
 
 /// The checkpoint a checkpoint record at `pos` holds.
-fn decode_checkpoint_record(bytes: &[u8], pos: usize, header: FrameHeader, seq: u64) -> Option<CheckpointFile> {
+fn decode_checkpoint_record(
+    bytes: &[u8],
+    pos: usize,
+    header: FrameHeader,
+    seq: u64,
+) -> Option<CheckpointFile> {
     let payload = bytes.get(pos + FRAME_HEADER..pos + FRAME_HEADER + header.len as usize)?;
     let lsn = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
     Some(CheckpointFile {
@@ -1362,7 +1489,10 @@ fn decode_checkpoint_record(bytes: &[u8], pos: usize, header: FrameHeader, seq: 
 
 /// Keeps the newest checkpoint record seen while scanning.
 fn report_checkpoint_record(report: &mut RecoveryReport, found: CheckpointFile) {
-    let newer = report.newest_checkpoint_record.as_ref().is_none_or(|c| c.record_lsn < found.record_lsn);
+    let newer = report
+        .newest_checkpoint_record
+        .as_ref()
+        .is_none_or(|c| c.record_lsn < found.record_lsn);
     if newer {
         report.newest_checkpoint_record = Some(found);
     }

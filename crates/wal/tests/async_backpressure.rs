@@ -77,7 +77,10 @@ fn backpressure_watermarks_pace_refuse_and_report() {
     // The background sync may drain the queue before it reaches the hard
     // watermark; what must hold is that crossings were reported.
     let seen: Vec<_> = events.try_iter().map(|e| e.pressure).collect();
-    assert!(seen.contains(&Pressure::Soft), "no soft crossing reported: {seen:?}");
+    assert!(
+        seen.contains(&Pressure::Soft),
+        "no soft crossing reported: {seen:?}"
+    );
     if let Some(unsynced) = refused {
         assert!(unsynced >= 256 << 10);
         assert!(seen.contains(&Pressure::Hard));

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{Journal, Rec, check_recovered, open, records};
-use tiffany_testkit::{FaultStorage, Rng, Torn};
+use tiffany_testkit::{Fault, FaultRule, FaultStorage, OpKind, Rng, Torn};
 use tiffany_wal::{Lsn, SyncMode};
 
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +122,12 @@ impl Sweep {
         let wal = open(&reference.crash()).unwrap().0;
         let rotations = wal.segments().unwrap().last().unwrap().seq;
         assert!(rotations >= 3, "only {rotations} rotations");
+        let slots = reference
+            .names(common::dir())
+            .iter()
+            .filter(|n| n.starts_with("slot-"))
+            .count() as u64;
+        assert!(slots <= rotations, "no slot was reused ({slots} slots)");
         assert!(full.checkpoint.is_some());
         drop(wal);
 
@@ -261,4 +267,24 @@ fn crash_sampled_over_a_larger_workload() {
     }
     .run();
     assert!(seen.points > 20, "{seen:?}");
+}
+
+/// The checks are sharp: a disk that acknowledges syncs it never did (after
+/// the first few) loses acknowledged records, and the recovery check says
+/// so.
+#[test]
+fn crash_checks_notice_a_disk_that_lies_about_sync() {
+    let steps = plan(6, 160, 20_000);
+    let storage = FaultStorage::new();
+    storage.inject(FaultRule::new(Fault::Lost).kind(OpKind::Sync).skip(10));
+    let journal = run(&storage, &steps);
+    assert!(
+        journal.durable > Lsn(20),
+        "the workload acknowledged little"
+    );
+    let image = storage.crash();
+    let caught = std::panic::catch_unwind(|| {
+        recover(&image, &journal, "lying disk", &mut Seen::default());
+    });
+    assert!(caught.is_err(), "lost acknowledged records went unnoticed");
 }

@@ -186,12 +186,32 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// After a recovery that found `recs` (the log starting at `first`):
+    /// forgets the entries that did not survive (the check allowed it: they
+    /// were not durable), so that later appends, which reuse their LSNs,
+    /// are checked against what the log now holds.
+    pub(crate) fn settle(&mut self, recs: &[Rec], first: Lsn) {
+        match recs.last() {
+            Some(last) => {
+                let i = self
+                    .entries
+                    .iter()
+                    .position(|e| e.payload == last.payload)
+                    .expect("a recovered record is in the journal");
+                self.entries.truncate(i + 1);
+            }
+            None => self.entries.retain(|e| e.lsn.is_some_and(|l| l < first)),
+        }
+    }
+}
+
 /// Checks a recovered log against the journal of what was appended before
 /// the crash, and returns its records:
 /// - replay is a run of the journal's entries in order (same stream,
-///   payload and kind; the same LSN wherever the append returned one), with
-///   nothing skipped at its start and LSN steps of 1 or 2 (a seal between
-///   two records);
+///   payload and kind; the same LSN wherever the append returned one),
+///   skipping only entries whose call failed, with nothing skipped at its
+///   start and LSN steps of 1 or 2 (a seal between two records);
 /// - every acknowledged-durable record at or after the log's first LSN is
 ///   in it, and the newest acknowledged checkpoint (or a newer one) is the
 ///   recovered one;
@@ -231,7 +251,7 @@ pub(crate) fn check_recovered<S: Storage>(
             );
         }
     }
-    let mut next = start;
+    let mut next = before;
     let mut prev: Option<Lsn> = None;
     for r in &recs {
         let e = loop {

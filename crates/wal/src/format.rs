@@ -241,7 +241,8 @@ pub struct CheckpointFile {
     pub lsn: Lsn,
     /// LSN of the checkpoint record in the log.
     pub record_lsn: Lsn,
-    /// Sequence number of the segment holding the checkpoint record.
+    /// Sequence number of the oldest segment recovery needs: the one
+    /// holding `lsn + 1` (older segments may be recycled).
     pub segment_seq: u64,
     /// The caller's reference to its snapshot.
     pub snapshot_ref: Vec<u8>,

@@ -965,7 +965,7 @@ impl<S: Storage> Writer<S> {
         // leaves nowhere to append, so the handle is done (reopening
         // recovers and opens a fresh segment).
         let segment = self
-            .open_segment(inner)
+            .start_segment(&inner.storage, &inner.dir, inner.config.segment_size)
             .map_err(|e| inner.poison(format!("opening the next segment failed: {e}")))?;
         self.segments.push_back(segment);
         Ok(())
@@ -973,53 +973,58 @@ impl<S: Storage> Writer<S> {
 
     /// A fresh segment: a recycled slot no reader holds, else a new slot
     /// file; its header written and synced before any record goes in.
-    fn open_segment(&mut self, inner: &Inner<S>) -> Result<Segment<S>, Error> {
+    fn start_segment(
+        &mut self,
+        storage: &S,
+        dir: &Path,
+        segment_size: u64,
+    ) -> Result<Segment<S>, Error> {
         let reusable = self
             .free
             .iter()
             .position(|(_, f)| Arc::strong_count(f) == 1);
-        let (slot, file) = match reusable {
-            Some(i) => self.free.swap_remove(i),
-            None => {
-                let slot = self.slots;
-                let path = inner.dir.join(slot_name(slot));
-                let file = inner
-                    .storage
-                    .create(&path, inner.config.segment_size)
+        let (slot, file) = match reusable.map(|i| self.free.swap_remove(i)) {
+            Some((slot, file)) if file.len() == segment_size => (slot, file),
+            // A reclaimed short file (an interrupted creation), or a new
+            // slot: a file of the segment size, its entry made durable.
+            reclaimed => {
+                let slot = reclaimed.map_or(self.slots, |(slot, _)| slot);
+                let path = dir.join(slot_name(slot));
+                let file = storage
+                    .create(&path, segment_size)
                     .map_err(|e| Error::io("create segment", &path, e))?;
-                inner
-                    .storage
-                    .sync_dir(&inner.dir)
-                    .map_err(|e| Error::io("sync directory", &inner.dir, e))?;
-                self.slots += 1;
+                storage
+                    .sync_dir(dir)
+                    .map_err(|e| Error::io("sync directory", dir, e))?;
+                self.slots = self.slots.max(slot + 1);
                 (slot, Arc::new(file))
             }
         };
-        let seq = self.next_seq;
         let header = SegmentHeader {
-            seq,
+            seq: self.next_seq,
             first_lsn: Lsn(self.next_lsn),
-            segment_size: inner.config.segment_size,
+            segment_size,
             created_unix_ns: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
             slot,
             flags: 0,
         };
-        let path = inner.dir.join(slot_name(slot));
+        let path = dir.join(slot_name(slot));
         file.write_at(0, &header.encode())
             .map_err(|e| Error::io("write segment header", &path, e))?;
         file.sync_data()
-            .map_err(|e| inner.poison(format!("fdatasync of {}: {e}", path.display())))?;
-        self.next_seq += 1;
-        Ok(Segment {
+            .map_err(|e| Error::io("sync segment", &path, e))?;
+        let segment = Segment {
             slot,
-            seq,
+            seq: self.next_seq,
             first_lsn: Lsn(self.next_lsn),
             file,
             end: HEADER_BLOCK,
             last_lsn: Lsn(self.next_lsn - 1),
-        })
+        };
+        self.next_seq += 1;
+        Ok(segment)
     }
 }
 
@@ -1237,12 +1242,7 @@ fn recover<S: Storage>(
     if !read_only && (writer.segments.is_empty() || sealed) {
         // A new log, or a crash between sealing a segment and opening the
         // next: records go to a fresh segment.
-        let segment = FirstSegment {
-            storage,
-            dir,
-            config,
-        }
-        .create(&mut writer)?;
+        let segment = writer.start_segment(storage, dir, config.segment_size)?;
         writer.segments.push_back(segment);
     }
     Ok((writer, report))
@@ -1288,67 +1288,6 @@ fn resync_unsynced_tail<S: Storage>(segment: &Segment<S>) -> Result<(), Error> {
         .file
         .sync_data()
         .map_err(|e| Error::io("sync segment", &path, e))
-}
-
-/// Creates the first segment of a new log (recovery has no `Inner` yet).
-struct FirstSegment<'a, S: Storage> {
-    storage: &'a S,
-    dir: &'a Path,
-    config: &'a WalConfig,
-}
-
-impl<S: Storage> FirstSegment<'_, S> {
-    fn create(&self, writer: &mut Writer<S>) -> Result<Segment<S>, Error> {
-        let (slot, file) = match writer.free.pop() {
-            Some((slot, file)) if file.len() == self.config.segment_size => (slot, file),
-            Some((slot, _)) => {
-                let path = self.dir.join(slot_name(slot));
-                let file = self
-                    .storage
-                    .create(&path, self.config.segment_size)
-                    .map_err(|e| Error::io("create segment", &path, e))?;
-                (slot, Arc::new(file))
-            }
-            None => {
-                let slot = writer.slots;
-                let path = self.dir.join(slot_name(slot));
-                let file = self
-                    .storage
-                    .create(&path, self.config.segment_size)
-                    .map_err(|e| Error::io("create segment", &path, e))?;
-                writer.slots += 1;
-                (slot, Arc::new(file))
-            }
-        };
-        let path = self.dir.join(slot_name(slot));
-        let header = SegmentHeader {
-            seq: writer.next_seq,
-            first_lsn: Lsn(writer.next_lsn),
-            segment_size: self.config.segment_size,
-            created_unix_ns: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-            slot,
-            flags: 0,
-        };
-        file.write_at(0, &header.encode())
-            .map_err(|e| Error::io("write segment header", &path, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("sync segment", &path, e))?;
-        self.storage
-            .sync_dir(self.dir)
-            .map_err(|e| Error::io("sync directory", self.dir, e))?;
-        let segment = Segment {
-            slot,
-            seq: writer.next_seq,
-            first_lsn: Lsn(writer.next_lsn),
-            file,
-            end: HEADER_BLOCK,
-            last_lsn: Lsn(writer.next_lsn - 1),
-        };
-        writer.next_seq += 1;
-        Ok(segment)
-    }
 }
 
 struct Scanned {

@@ -25,9 +25,9 @@ enum Op {
         mode: SyncMode,
     },
     Flush,
-    /// At the acknowledged record picked by `pick` (scaled to the records
-    /// at or after the newest checkpoint: an older one whose records were
-    /// recycled is a known bug, see `checkpoint_older_lsn.rs`).
+    /// At the LSN of the record picked by `pick` among all acknowledged
+    /// ones (or 0), older than the newest checkpoint or not: refused when
+    /// the records after it were recycled.
     Checkpoint {
         pick: u16,
     },
@@ -85,9 +85,6 @@ struct Model {
     checkpoint: Option<Lsn>,
     /// The log's first LSN never goes back.
     first: Lsn,
-    /// The log was reopened while it held unsynced records, and nothing
-    /// has been synced since.
-    restarted_unsynced: bool,
     next_tag: u64,
 }
 
@@ -190,29 +187,24 @@ impl Harness {
             }
             Op::Flush => {
                 self.wal().flush().unwrap();
-                // Known bug, kept out of this test: after a restart a flush
-                // does not sync what the previous process left unsynced (see
-                // `recovery_restart_then_power_loss.rs`).
-                if !self.model.restarted_unsynced {
-                    self.model.durable = self.model.last();
-                }
+                self.model.durable = self.model.last();
                 assert!(self.wal().durable_lsn() >= self.model.durable);
             }
             Op::Checkpoint { pick } => {
-                let floor = self.model.checkpoint.unwrap_or(Lsn(0));
-                let candidates: Vec<Lsn> = self
-                    .model
-                    .records
-                    .iter()
-                    .map(|r| r.lsn)
-                    .filter(|&l| l >= floor)
-                    .collect();
-                if candidates.is_empty() {
-                    return;
-                }
+                let mut candidates: Vec<Lsn> = self.model.records.iter().map(|r| r.lsn).collect();
+                candidates.push(Lsn(0));
                 let lsn = candidates[*pick as usize % candidates.len()];
                 let snapshot_ref = format!("snap-{}", self.model.next_tag).into_bytes();
-                let record = self.wal().checkpoint(lsn, &snapshot_ref).unwrap();
+                let first = self.wal().first_lsn().unwrap();
+                let result = self.wal().checkpoint(lsn, &snapshot_ref);
+                if lsn.0 + 1 < first.0 {
+                    assert!(
+                        matches!(result, Err(Error::OutOfRange { .. })),
+                        "checkpoint {lsn} with the log starting at {first}: {result:?}"
+                    );
+                    return self.check_invariants();
+                }
+                let record = result.unwrap();
                 assert_eq!(self.wal().last_lsn(), record);
                 let mut payload = lsn.0.to_le_bytes().to_vec();
                 payload.extend_from_slice(&snapshot_ref);
@@ -234,7 +226,6 @@ impl Harness {
             }
             Op::Replay { from, len, stream } => self.check_replay(*from, *len, *stream),
             Op::Reopen => {
-                self.model.restarted_unsynced |= self.model.durable < self.model.last();
                 let storage = self.storage.clone();
                 let report = self.reopen(storage);
                 assert_eq!(report.last_lsn.0, self.wal().last_lsn().0);
@@ -246,12 +237,8 @@ impl Harness {
                 let torn = match torn {
                     0 => Torn::None,
                     1 => Torn::Prefix { seed: *seed },
-                    // Known bug, kept out of this test: see
-                    // `recovery_restart_then_power_loss.rs`.
-                    _ if self.model.restarted_unsynced => Torn::Prefix { seed: *seed },
                     _ => Torn::Scattered { seed: *seed },
                 };
-                self.model.restarted_unsynced = false;
                 self.wal = None;
                 let after = self.storage.crash_with(torn);
                 let report = self.reopen(after);
@@ -268,7 +255,7 @@ impl Harness {
                     self.model.durable
                 );
                 let c = report.checkpoint.map(|c| c.lsn);
-                assert!(c >= self.model.checkpoint, "checkpoint went back: {c:?}");
+                assert_eq!(c, self.model.checkpoint, "the newest checkpoint");
                 self.model.records.retain(|r| r.lsn <= kept);
                 self.model.durable = kept;
                 self.model.checkpoint = c;
@@ -332,9 +319,6 @@ impl Harness {
 
     fn check_invariants(&mut self) {
         let wal = self.wal.as_ref().unwrap();
-        if self.model.durable >= self.model.last() {
-            self.model.restarted_unsynced = false;
-        }
         let first = wal.first_lsn().unwrap();
         assert!(first >= self.model.first, "the first LSN went back");
         self.model.first = first;

@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::format::{
@@ -136,7 +137,6 @@ struct Inner<S: Storage> {
     _lock: Option<S::Lock>,
     write: Mutex<Writer<S>>,
     sync: Mutex<SyncRound>,
-    synced: Condvar,
     written: AtomicU64,
     durable: AtomicU64,
     poisoned: AtomicBool,
@@ -156,6 +156,10 @@ struct Inner<S: Storage> {
 #[derive(Default)]
 struct SyncRound {
     running: bool,
+    /// Blocking appenders waiting for a round to cover their LSN. Each
+    /// sleeps until a round covers it or it is asked to lead the next one,
+    /// so a round wakes only the threads it serves plus one leader.
+    waiting: Vec<(u64, Thread)>,
 }
 
 /// Requests to the background syncer.
@@ -300,7 +304,6 @@ impl<S: Storage> Wal<S> {
             _lock: lock,
             write: Mutex::new(writer),
             sync: Mutex::new(SyncRound::default()),
-            synced: Condvar::new(),
             written: AtomicU64::new(last),
             durable: AtomicU64::new(last),
             poisoned: AtomicBool::new(false),
@@ -675,26 +678,52 @@ impl<S: Storage> Inner<S> {
     /// calling thread by design (this is the blocking API).
     #[allow(clippy::disallowed_methods)]
     fn wait_durable(&self, lsn: Lsn) -> Result<(), Error> {
-        let inner = self;
         loop {
-            if inner.durable.load(Ordering::Acquire) >= lsn.0 {
+            if self.durable.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
             }
             self.check_poison()?;
-            let mut round = inner.sync.lock().map_err(|_| poisoned_lock())?;
-            if inner.durable.load(Ordering::Acquire) >= lsn.0 {
+            let mut round = self.sync.lock().map_err(|_| poisoned_lock())?;
+            if self.durable.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
             }
             if round.running {
-                let _round = inner.synced.wait(round).map_err(|_| poisoned_lock())?;
+                let me = std::thread::current();
+                if !round.waiting.iter().any(|(_, t)| t.id() == me.id()) {
+                    round.waiting.push((lsn.0, me));
+                }
+                drop(round);
+                // Woken when a round covers us, to lead the next round, or
+                // on poison; a spurious wake-up just loops.
+                std::thread::park();
                 continue;
             }
             round.running = true;
             drop(round);
             let result = self.sync_round();
-            let mut round = inner.sync.lock().map_err(|_| poisoned_lock())?;
+            let mut round = self.sync.lock().map_err(|_| poisoned_lock())?;
             round.running = false;
-            inner.synced.notify_all();
+            let durable = self.durable.load(Ordering::Acquire);
+            let poisoned = self.poisoned.load(Ordering::Acquire);
+            round.waiting.retain(|(waiting_for, thread)| {
+                let done = poisoned || *waiting_for <= durable;
+                if done {
+                    thread.unpark();
+                }
+                !done
+            });
+            // The records appended during this round need the next one:
+            // hand it to the longest waiter.
+            let oldest = round
+                .waiting
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (l, _))| *l)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                let (_, leader) = round.waiting.swap_remove(i);
+                leader.unpark();
+            }
             drop(round);
             result?;
         }
@@ -853,7 +882,11 @@ impl<S: Storage> Inner<S> {
             p.get_or_insert_with(|| cause.clone());
         }
         self.poisoned.store(true, Ordering::Release);
-        self.synced.notify_all();
+        if let Ok(mut round) = self.sync.lock() {
+            for (_, thread) in round.waiting.drain(..) {
+                thread.unpark();
+            }
+        }
         self.wake_waiters();
         Error::Poisoned { cause }
     }

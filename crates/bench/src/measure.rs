@@ -104,8 +104,7 @@ impl<O> Measured<O> {
         better: Better,
         figure: impl Fn(&O) -> f64,
     ) -> Result<Metric> {
-        let summary = Summary::of_each(self.outputs_of(ours)?, &figure)?;
-        let metric = Metric::new(name, unit, better, &summary)?;
+        let metric = self.metric_alone(ours, name, unit, better, &figure)?;
         self.with_peers(metric, |peer| peer != ours, figure)
     }
 

@@ -135,9 +135,9 @@ impl Metric {
         })
     }
 
-    /// A metric whose side of ours cannot be measured in this build (say,
-    /// the code is behind a cargo feature that is off), for `reason`: its
-    /// goals and peers are reported, its value is not.
+    /// A metric whose side of ours cannot be measured yet (the subsystem
+    /// lacks the feature), for `reason`: its goals and peers are reported,
+    /// its value is not.
     pub fn pending(name: &str, unit: &str, better: Better, reason: &str) -> Self {
         Metric {
             name: name.to_owned(),

@@ -119,26 +119,15 @@ impl Metric {
         ensure_finite(name, "spread", ours.min)?;
         ensure_finite(name, "spread", ours.max)?;
         Ok(Metric {
-            name: name.to_owned(),
             value: ours.median,
-            unit: unit.to_owned(),
-            better,
             spread: [ours.min, ours.max],
             samples: ours.samples,
-            spec_target: None,
-            goal: None,
-            goal_note: None,
-            ratio_goal: None,
-            params: serde_json::Map::new(),
-            peers: BTreeMap::new(),
-            pending: None,
+            ..Metric::blank(name, unit, better)
         })
     }
 
-    /// A metric whose side of ours cannot be measured yet (the subsystem
-    /// lacks the feature), for `reason`: its goals and peers are reported,
-    /// its value is not.
-    pub fn pending(name: &str, unit: &str, better: Better, reason: &str) -> Self {
+    /// A metric with no value, goals, parameters or peers yet.
+    fn blank(name: &str, unit: &str, better: Better) -> Self {
         Metric {
             name: name.to_owned(),
             value: 0.0,
@@ -152,7 +141,17 @@ impl Metric {
             ratio_goal: None,
             params: serde_json::Map::new(),
             peers: BTreeMap::new(),
+            pending: None,
+        }
+    }
+
+    /// A metric whose side of ours cannot be measured yet (the subsystem
+    /// lacks the feature), for `reason`: its goals and peers are reported,
+    /// its value is not.
+    pub fn pending(name: &str, unit: &str, better: Better, reason: &str) -> Self {
+        Metric {
             pending: Some(reason.to_owned()),
+            ..Metric::blank(name, unit, better)
         }
     }
 

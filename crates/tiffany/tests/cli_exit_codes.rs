@@ -4,14 +4,8 @@
 // Waiting for a child process is what these tests do.
 #![allow(clippy::disallowed_methods)]
 
-use std::process::{Command, Output};
-
-fn tiffany(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiffany"))
-        .args(args)
-        .output()
-        .expect("run the tiffany binary")
-}
+mod common;
+use common::tiffany;
 
 #[test]
 fn cli_version_exits_0() {

@@ -5,16 +5,12 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::tiffany;
 
 use tiffany_wal::{SyncMode, Wal, WalConfig};
-
-fn tiffany(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiffany"))
-        .args(args)
-        .output()
-        .expect("run the tiffany binary")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -1,0 +1,1 @@
+//! Tiffany's durable agents.

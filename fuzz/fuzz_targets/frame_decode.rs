@@ -1,5 +1,6 @@
 //! Fuzzes the decoders of the write-ahead log's on-disk format:
-//! `decode_frame`, `SegmentHeader::decode` and `CheckpointFile::decode`.
+//! `decode_frame`, `SegmentHeader::decode`, `ArchiveHeader::decode` and
+//! `CheckpointFile::decode`.
 //! None may panic, and whatever one accepts must encode back to the bytes
 //! it came from (for a frame: every byte the checksum covers; the padding
 //! is not covered). `crates/wal/tests/format_decode_random.rs` checks the
@@ -9,8 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tiffany_wal::format::{
-    CheckpointFile, FRAME_HEADER, Frame, HEADER_LEN, SegmentHeader, decode_frame, encode_frame,
-    frame_size,
+    ARCHIVE_HEADER_LEN, ArchiveHeader, CheckpointFile, FRAME_HEADER, Frame, HEADER_LEN,
+    SegmentHeader, decode_frame, encode_frame, frame_size,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,6 +31,13 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(header) = SegmentHeader::decode(data) {
         assert_eq!(header.encode()[..], data[..HEADER_LEN], "{header:?}");
+    }
+    if let Ok(archive) = ArchiveHeader::decode(data) {
+        assert_eq!(
+            archive.encode()[..],
+            data[..ARCHIVE_HEADER_LEN],
+            "{archive:?}"
+        );
     }
     if let Some(checkpoint) = CheckpointFile::decode(data) {
         assert_eq!(checkpoint.encode(), data, "{checkpoint:?}");

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use tiffany_wal::{Lsn, RecoveryReport, Wal, WalConfig};
+use tiffany_wal::{Lsn, RecoveryReport, SegmentInfo, Wal, WalConfig};
 
 /// The `wal` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum WalCommand {
-    /// Show the segments, their LSN ranges and sizes, the newest checkpoint,
-    /// and anything recovery would repair.
+    /// Show the segments, their LSN ranges and sizes (compressed ones with
+    /// their compression ratio), the newest checkpoint, and anything
+    /// recovery would repair.
     Inspect {
         /// The log directory.
         dir: PathBuf,
@@ -73,14 +74,27 @@ fn inspect(dir: &Path) -> Result<()> {
     let segments = wal.segments()?;
     let mut out = io::stdout().lock();
     writeln!(out, "log {}", dir.display())?;
+    let archived: Vec<&SegmentInfo> = segments.iter().filter(|s| s.archived).collect();
     writeln!(
         out,
-        "records: LSN {}..={} ({} segments live, {} slots free)",
+        "records: LSN {}..={} ({} segments live, {} archived, {} slots free)",
         report.first_lsn,
         report.last_lsn,
         segments.len(),
+        archived.len(),
         wal.free_slots()?
     )?;
+    if !archived.is_empty() {
+        let raw: u64 = archived.iter().map(|s| s.used_bytes).sum();
+        let on_disk: u64 = archived.iter().map(|s| s.size).sum();
+        writeln!(
+            out,
+            "archives: {} of segments compressed to {} ({})",
+            human_bytes(raw),
+            human_bytes(on_disk),
+            ratio(raw as f64 / on_disk.max(1) as f64)
+        )?;
+    }
     match &report.checkpoint {
         Some(c) => writeln!(
             out,
@@ -111,15 +125,20 @@ fn inspect(dir: &Path) -> Result<()> {
         } else {
             format!("{}..={}", s.first_lsn, s.last_lsn)
         };
+        let state = match s.compression_ratio() {
+            Some(r) => format!("archived, {}", ratio(r)),
+            None if s.sealed => "sealed".to_owned(),
+            None => "active".to_owned(),
+        };
         writeln!(
             out,
-            "{:>5}  {:>6}  {:>21}  {:>11}  {:>9}  {}",
-            s.slot,
+            "{:>5}  {:>6}  {:>21}  {:>11}  {:>9}  {state}",
+            s.slot
+                .map_or_else(|| "-".to_owned(), |slot| slot.to_string()),
             s.seq,
             lsns,
             human_bytes(s.used_bytes),
             human_bytes(s.size),
-            if s.sealed { "sealed" } else { "active" }
         )?;
     }
     report_repairs(&mut out, &report)?;
@@ -267,6 +286,11 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A compression ratio: `3.2x smaller`.
+fn ratio(r: f64) -> String {
+    format!("{r:.1}x smaller")
+}
+
 fn human_duration(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{} us", d.as_micros())
@@ -287,5 +311,6 @@ mod tests {
         assert_eq!(render_payload(&[0xff, 0x00]), "hex:ff00");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(ratio(3.04), "3.0x smaller");
     }
 }

@@ -92,7 +92,39 @@ fn wal_cli_verify_reports_damage_with_its_place() {
     let out = tiffany(&["wal", "verify", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("slot 0 offset 4096"), "{err}");
+    assert!(err.contains("slot-0000.seg at offset 4096"), "{err}");
+}
+
+#[test]
+fn wal_cli_inspect_shows_archives_and_their_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        segment_size: 64 << 10,
+        compression: tiffany_wal::Compression::Lz4,
+        ..WalConfig::default()
+    };
+    let wal = Wal::open(dir.path(), config).unwrap();
+    for i in 0..2000u64 {
+        let step = format!("step {i} of agent {}: observe the files", i % 3);
+        wal.append(i % 3, step.as_bytes(), SyncMode::Buffer)
+            .unwrap();
+    }
+    wal.flush().unwrap();
+    // The archiver thread may have done it all already: this waits for it.
+    wal.archive().unwrap();
+    assert!(wal.segments().unwrap().iter().any(|s| s.archived));
+    let out = tiffany(&["wal", "inspect", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("archives: "), "{text}");
+    assert!(text.contains("archived, "), "{text}");
+    assert!(text.contains("x smaller"), "{text}");
+    let out = tiffany(&["wal", "verify", dir.path().to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("ok: 2000 records"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

@@ -51,16 +51,27 @@ pub enum Error {
         supported: u16,
     },
     /// Damaged data before the end of the log.
-    #[error("corrupt log at slot {slot} offset {offset} (after LSN {last_good}): {reason}")]
+    #[error("corrupt log in {} at offset {offset} (after LSN {last_good}): {reason}", file.display())]
     Corrupt {
-        /// The slot file index.
-        slot: u32,
-        /// Byte offset in the slot file.
+        /// The damaged file: a slot file (`slot-NNNN.seg`) or an archive
+        /// (`sealed-<seq>.lz4`).
+        file: PathBuf,
+        /// Byte offset in the segment: in the slot file, or in the
+        /// decompressed segment of an archive (the same offsets as in the
+        /// slot it was sealed in).
         offset: u64,
         /// The last LSN read intact before the damage.
         last_good: Lsn,
         /// What was wrong.
         reason: &'static str,
+    },
+    /// An archive was compressed with a codec this build does not know.
+    #[error("{path} is compressed with codec {codec}, unknown to this build")]
+    UnsupportedCodec {
+        /// The archive.
+        path: PathBuf,
+        /// Its codec id.
+        codec: u16,
     },
     /// A record does not fit in a segment.
     #[error("a {len}-byte record does not fit in a {segment_size}-byte segment")]

@@ -17,6 +17,11 @@
 //!   segments wholly before it are recycled.
 //! - [`Wal::replay`] iterates the records of an LSN range, optionally of one
 //!   stream, checking every checksum.
+//! - With [`WalConfig::compression`] on, each sealed segment is compressed
+//!   into an *archive* file off the append path (by the log's archiver
+//!   thread, or by [`Wal::archive`]) and its slot is freed for reuse once
+//!   the archive is durable; replay and recovery read archives
+//!   transparently.
 //! - All file I/O goes through a [`Storage`]: [`FileStorage`] for real
 //!   disks; tests use a fault-injecting one.
 //!
@@ -26,6 +31,10 @@
 //! | [`SyncMode::None`] | copied into the log's memory map | a crash of the process, usually (no promise) |
 //! | [`SyncMode::Buffer`] | copied into the memory map (the OS page cache) | a crash of the process |
 //! | [`SyncMode::Data`] | after an `fdatasync` covering it | a crash of the machine, a power loss |
+//!
+//! Archiving never weakens this: a slot is reused only after its archive
+//! has been written, synced and renamed into place and the directory
+//! synced.
 //!
 //! A failed `fdatasync` poisons the log: every later call fails with
 //! [`Error::Poisoned`] until the log is reopened (and recovered), because
@@ -54,6 +63,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
+mod archive;
 mod error;
 pub mod format;
 mod log;
@@ -104,6 +114,32 @@ pub enum RecoveryMode {
     TolerateCorruptTail,
 }
 
+/// Whether sealed segments are compressed into archives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Sealed segments stay in their slots until a checkpoint frees them.
+    #[default]
+    None,
+    /// Each sealed segment is compressed with LZ4 into
+    /// `sealed-<seq>.lz4` and its slot freed (`docs/wal-format.md`).
+    /// Archives are read back whatever this setting says: it only decides
+    /// whether new ones are written.
+    Lz4,
+}
+
+/// Who archives sealed segments when [`WalConfig::compression`] is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Archiver {
+    /// A thread of the log (`tiffany-wal-archive`) archives each segment as
+    /// soon as a rotation seals it.
+    #[default]
+    Thread,
+    /// Only calls to [`Wal::archive`] do: for callers that schedule
+    /// maintenance themselves (a background task, an idle hook), and for
+    /// tests that need the same sequence of I/O operations on every run.
+    Manual,
+}
+
 /// How a log is laid out and recovered. Field docs give defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalConfig {
@@ -123,6 +159,11 @@ pub struct WalConfig {
     /// Unsynced bytes above which blocking appenders wait for a sync and
     /// [`Wal::try_append`] fails (default 64 MiB).
     pub hard_watermark: u64,
+    /// Whether sealed segments are compressed into archives (default
+    /// [`Compression::None`]).
+    pub compression: Compression,
+    /// Who compresses them (default [`Archiver::Thread`]).
+    pub archiver: Archiver,
 }
 
 impl Default for WalConfig {
@@ -133,6 +174,8 @@ impl Default for WalConfig {
             max_tail_bytes: 128 << 20,
             soft_watermark: 8 << 20,
             hard_watermark: 64 << 20,
+            compression: Compression::None,
+            archiver: Archiver::Thread,
         }
     }
 }

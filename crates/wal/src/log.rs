@@ -11,9 +11,19 @@
 //!   a rotation syncs the segment it seals before leaving it, so every
 //!   record up to the target is in a synced file either way.
 //! - Live segments have consecutive sequence numbers; the back of
-//!   `segments` is the active one. Slots of segments wholly before the
-//!   newest checkpoint are recycled, but only once no replay holds their
-//!   file (`Arc` count), so a reader never sees a slot rewritten under it.
+//!   `segments` is the active one, always in a slot. Slots of segments
+//!   wholly before the newest checkpoint are recycled, but only once no
+//!   replay holds their file (`Arc` count), so a reader never sees a slot
+//!   rewritten under it.
+//! - Archived segments are a prefix of `segments`: the archiver takes the
+//!   oldest sealed segment still in a slot, and stops at the first failure.
+//!   A segment moves from its slot to its archive (and the slot to `free`)
+//!   only once the archive is durable. An archive is removed only when it
+//!   is wholly before the newest checkpoint and no replay holds it; until
+//!   then it waits in `doomed`.
+//! - Compression runs on its own thread, outside the append lock, which it
+//!   takes only to pick a segment and to install the archive: appends and
+//!   syncs never wait for it.
 //! - After a failed sync the log is poisoned for good: nothing is written
 //!   or acknowledged again by this handle.
 
@@ -29,12 +39,13 @@ use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::archive::{self, ArchiveEntry, Archived};
 use crate::format::{
     self, CheckpointFile, FLAG_CHECKPOINT, FLAG_SEAL, FRAME_HEADER, Frame, FrameHeader,
     HEADER_BLOCK, HEADER_LEN, HeaderError, SegmentHeader, frame_size,
 };
 use crate::storage::{FileStorage, Storage, StorageFile};
-use crate::{Error, Lsn, RecoveryMode, SyncMode, WalConfig};
+use crate::{Archiver, Compression, Error, Lsn, RecoveryMode, SyncMode, WalConfig};
 
 const CHECKPOINT_NAME: &str = "CHECKPOINT";
 /// The smallest segment size accepted.
@@ -75,20 +86,32 @@ pub struct TornTail {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SegmentInfo {
-    /// Slot file index.
-    pub slot: u32,
+    /// Slot file index; `None` once the segment is archived (its slot is
+    /// free then, or holds a later segment).
+    pub slot: Option<u32>,
     /// Segment sequence number.
     pub seq: u64,
     /// LSN of its first record.
     pub first_lsn: Lsn,
     /// LSN of its last record (`first_lsn - 1` when empty).
     pub last_lsn: Lsn,
-    /// Bytes used, header block included.
+    /// Bytes used, header block included (for an archived segment: before
+    /// compression).
     pub used_bytes: u64,
-    /// Size of the slot file.
+    /// Bytes it takes on disk: the slot file's size, or the archive's.
     pub size: u64,
     /// Whether it is sealed (not the active segment).
     pub sealed: bool,
+    /// Whether it lives in a compressed archive (`sealed-<seq>.lz4`).
+    pub archived: bool,
+}
+
+impl SegmentInfo {
+    /// For an archived segment, its bytes before compression over its
+    /// bytes on disk.
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.archived && self.size > 0).then(|| self.used_bytes as f64 / self.size as f64)
+    }
 }
 
 /// What [`Wal::open_with_report`] found and did.
@@ -127,10 +150,13 @@ pub struct Wal<S: Storage = FileStorage> {
     inner: Arc<Inner<S>>,
     /// The background syncer (absent for read-only handles).
     syncer: Option<std::thread::JoinHandle<()>>,
+    /// The archiver (present with compression and [`Archiver::Thread`]).
+    archiver: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Inner<S: Storage> {
-    storage: S,
+    /// Shared with replays, which read archives through it.
+    storage: Arc<S>,
     dir: PathBuf,
     config: WalConfig,
     /// `None` for a read-only handle.
@@ -151,6 +177,9 @@ struct Inner<S: Storage> {
     waiters: Mutex<Vec<(u64, Waker)>>,
     background: Mutex<Background>,
     background_wake: Condvar,
+    archive_wake: Condvar,
+    /// Held for a whole archiving pass: one archiver at a time.
+    archiving: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -162,10 +191,12 @@ struct SyncRound {
     waiting: Vec<(u64, Thread)>,
 }
 
-/// Requests to the background syncer.
+/// Requests to the background syncer and the archiver.
 #[derive(Default)]
 struct Background {
     requested: bool,
+    /// A segment was sealed: the archiver has work.
+    archive: bool,
     stop: bool,
 }
 
@@ -193,19 +224,70 @@ pub struct PressureEvent {
 }
 
 struct Segment<S: Storage> {
-    slot: u32,
     seq: u64,
     first_lsn: Lsn,
-    file: Arc<S::File>,
+    place: Place<S>,
     /// Offset just past the last record.
     end: u64,
     /// LSN of the last record (first_lsn - 1 when empty).
     last_lsn: Lsn,
 }
 
+/// Where a live segment's bytes are.
+enum Place<S: Storage> {
+    /// In a slot file, read in place through its mapping.
+    Slot { slot: u32, file: Arc<S::File> },
+    /// In an archive; the slot it was sealed in is free.
+    Archive(Arc<Archived>),
+}
+
+impl<S: Storage> Place<S> {
+    fn slot(&self) -> Option<(u32, &Arc<S::File>)> {
+        match self {
+            Place::Slot { slot, file } => Some((*slot, file)),
+            Place::Archive(_) => None,
+        }
+    }
+
+    /// The file holding the segment, for errors.
+    fn path(&self, dir: &Path) -> PathBuf {
+        match self {
+            Place::Slot { slot, .. } => dir.join(slot_name(*slot)),
+            Place::Archive(archived) => dir.join(archived.name()),
+        }
+    }
+}
+
+impl<S: Storage> Clone for Place<S> {
+    fn clone(&self) -> Place<S> {
+        match self {
+            Place::Slot { slot, file } => Place::Slot {
+                slot: *slot,
+                file: Arc::clone(file),
+            },
+            Place::Archive(archived) => Place::Archive(Arc::clone(archived)),
+        }
+    }
+}
+
+impl<S: Storage> Clone for Segment<S> {
+    fn clone(&self) -> Segment<S> {
+        Segment {
+            seq: self.seq,
+            first_lsn: self.first_lsn,
+            place: self.place.clone(),
+            end: self.end,
+            last_lsn: self.last_lsn,
+        }
+    }
+}
+
 struct Writer<S: Storage> {
     segments: VecDeque<Segment<S>>,
     free: Vec<(u32, Arc<S::File>)>,
+    /// Archives wholly before the newest checkpoint that a replay still
+    /// holds: removed once it lets go.
+    doomed: Vec<Arc<Archived>>,
     slots: u32,
     next_lsn: u64,
     next_seq: u64,
@@ -297,8 +379,11 @@ impl<S: Storage> Wal<S> {
         }
         let (writer, report) = recover(&storage, &dir, &config, read_only)?;
         let last = writer.next_lsn - 1;
+        let archive_thread = !read_only
+            && config.compression != Compression::None
+            && config.archiver == Archiver::Thread;
         let inner = Arc::new(Inner {
-            storage,
+            storage: Arc::new(storage),
             dir,
             config,
             _lock: lock,
@@ -313,20 +398,36 @@ impl<S: Storage> Wal<S> {
             pressure: AtomicU8::new(Pressure::Normal as u8),
             subscribers: Mutex::new(Vec::new()),
             waiters: Mutex::new(Vec::new()),
-            background: Mutex::new(Background::default()),
+            background: Mutex::new(Background {
+                // Segments sealed before this open may wait for archiving.
+                archive: true,
+                ..Background::default()
+            }),
             background_wake: Condvar::new(),
+            archive_wake: Condvar::new(),
+            archiving: Mutex::new(()),
         });
-        let syncer = if read_only {
-            None
-        } else {
-            let worker = Arc::clone(&inner);
-            let thread = std::thread::Builder::new()
-                .name("tiffany-wal-sync".to_owned())
-                .spawn(move || worker.background_syncer())
-                .map_err(|e| Error::io("start the sync thread", &inner.dir, e))?;
-            Some(thread)
+        let mut wal = Wal {
+            inner,
+            syncer: None,
+            archiver: None,
         };
-        Ok((Wal { inner, syncer }, report))
+        if !read_only {
+            wal.syncer = Some(wal.spawn("tiffany-wal-sync", Inner::background_syncer)?);
+        }
+        if archive_thread {
+            wal.archiver = Some(wal.spawn("tiffany-wal-archive", Inner::background_archiver)?);
+        }
+        Ok((wal, report))
+    }
+
+    /// Starts one of the log's threads. Dropping the log stops and joins it.
+    fn spawn(&self, name: &str, work: fn(&Inner<S>)) -> Result<std::thread::JoinHandle<()>, Error> {
+        let worker = Arc::clone(&self.inner);
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || work(&worker))
+            .map_err(|e| Error::io("start a thread of the log", &self.inner.dir, e))
     }
 
     /// Appends `payload` to `stream` and returns its LSN once it is as
@@ -383,6 +484,17 @@ impl<S: Storage> Wal<S> {
             inner: &self.inner,
             result: Some(result),
             wait,
+        }
+    }
+
+    /// A future that resolves once every record up to `lsn` is durable: for
+    /// a caller that appended with [`SyncMode::Buffer`] (for example under
+    /// its own lock) and waits for durability afterwards.
+    pub fn durable(&self, lsn: Lsn) -> Durable<'_, S> {
+        Durable {
+            inner: &self.inner,
+            result: Some(Ok(lsn)),
+            wait: true,
         }
     }
 
@@ -485,10 +597,31 @@ impl<S: Storage> Wal<S> {
         writer.checkpoint = Some((checkpoint, oldest_seq));
         for _ in 0..keep_from {
             if let Some(segment) = writer.segments.pop_front() {
-                writer.free.push((segment.slot, segment.file));
+                match segment.place {
+                    Place::Slot { slot, file } => writer.free.push((slot, file)),
+                    Place::Archive(archived) => writer.doomed.push(archived),
+                }
             }
         }
+        let removable = writer.take_removable();
+        drop(writer);
+        self.inner.remove_archives(removable);
         Ok(record)
+    }
+
+    /// Archives every sealed segment still in a slot, now, on the calling
+    /// thread, and returns how many it archived (none when
+    /// [`WalConfig::compression`] is off). With [`Archiver::Thread`] the
+    /// log's thread does this after every rotation: this call waits for a
+    /// pass under way and archives what is left, so when it returns every
+    /// segment sealed before the call is archived. A failure leaves the
+    /// segment in its slot (nothing is lost) and is returned; the log stays
+    /// usable.
+    pub fn archive(&self) -> Result<usize, Error> {
+        if self.inner._lock.is_none() {
+            return Err(Error::ReadOnly);
+        }
+        self.inner.archive_pass(false)
     }
 
     /// The newest checkpoint, if any.
@@ -519,19 +652,27 @@ impl<S: Storage> Wal<S> {
             .segments
             .iter()
             .enumerate()
-            .map(|(i, s)| SegmentInfo {
-                slot: s.slot,
-                seq: s.seq,
-                first_lsn: s.first_lsn,
-                last_lsn: s.last_lsn,
-                used_bytes: s.end,
-                size: s.file.len(),
-                sealed: i + 1 < count,
+            .map(|(i, s)| {
+                let (slot, size) = match &s.place {
+                    Place::Slot { slot, file } => (Some(*slot), file.len()),
+                    Place::Archive(archived) => (None, archived.file_len),
+                };
+                SegmentInfo {
+                    slot,
+                    seq: s.seq,
+                    first_lsn: s.first_lsn,
+                    last_lsn: s.last_lsn,
+                    used_bytes: s.end,
+                    size,
+                    sealed: i + 1 < count,
+                    archived: slot.is_none(),
+                }
             })
             .collect())
     }
 
-    /// Number of slot files waiting to be reused.
+    /// Number of slot files waiting to be reused (including the slots of
+    /// archived segments).
     pub fn free_slots(&self) -> Result<usize, Error> {
         Ok(self.inner.writer()?.free.len())
     }
@@ -569,9 +710,10 @@ impl<S: Storage> Wal<S> {
             .segments
             .iter()
             .filter(|s| s.last_lsn >= from && s.first_lsn < to)
-            .map(|s| (s.slot, s.seq, Arc::clone(&s.file), s.end))
+            .cloned()
             .collect();
         Ok(Replay {
+            storage: Arc::clone(&self.inner.storage),
             dir: self.inner.dir.clone(),
             segments,
             current: None,
@@ -584,13 +726,17 @@ impl<S: Storage> Wal<S> {
 }
 
 impl<S: Storage> Drop for Wal<S> {
-    #[allow(clippy::disallowed_methods)] // joining our own sync thread
+    #[allow(clippy::disallowed_methods)] // joining our own threads
     fn drop(&mut self) {
-        if let Some(thread) = self.syncer.take() {
-            if let Ok(mut bg) = self.inner.background.lock() {
-                bg.stop = true;
-                self.inner.background_wake.notify_one();
-            }
+        if let Ok(mut bg) = self.inner.background.lock() {
+            bg.stop = true;
+            self.inner.background_wake.notify_one();
+            self.inner.archive_wake.notify_one();
+        }
+        for thread in [self.syncer.take(), self.archiver.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
     }
@@ -735,14 +881,14 @@ impl<S: Storage> Inner<S> {
         let inner = self;
         let (target, target_bytes, file, slot) = {
             let writer = self.writer()?;
-            let Some(active) = writer.segments.back() else {
+            let Some((slot, file)) = writer.segments.back().and_then(|s| s.place.slot()) else {
                 return Ok(());
             };
             (
                 inner.written.load(Ordering::Acquire),
                 inner.written_bytes.load(Ordering::Acquire),
-                Arc::clone(&active.file),
-                active.slot,
+                Arc::clone(file),
+                slot,
             )
         };
         match file.sync_data() {
@@ -851,28 +997,139 @@ impl<S: Storage> Inner<S> {
 
     /// The sync thread: runs a sync round whenever asked (async appenders
     /// waiting, the soft watermark crossed), until the log is dropped.
-    #[allow(clippy::disallowed_methods)] // its own thread; waiting is its job
     fn background_syncer(&self) {
-        loop {
-            {
-                let Ok(mut bg) = self.background.lock() else {
-                    return;
-                };
-                while !bg.requested && !bg.stop {
-                    bg = match self.background_wake.wait(bg) {
-                        Ok(bg) => bg,
-                        Err(_) => return,
-                    };
-                }
-                if bg.stop {
-                    return;
-                }
-                bg.requested = false;
-            }
+        while self.wait_for(&self.background_wake, |bg| &mut bg.requested) {
             let target = Lsn(self.written.load(Ordering::Acquire));
             // Errors poison the log and wake every waiter; nothing to add.
             let _ = self.wait_durable(target);
             self.wake_waiters();
+        }
+    }
+
+    /// For a thread of the log: waits on `wake` until the request `flag`
+    /// picks is set, and clears it; `false` once the log is dropped.
+    #[allow(clippy::disallowed_methods)] // its own thread; waiting is its job
+    fn wait_for(&self, wake: &Condvar, flag: fn(&mut Background) -> &mut bool) -> bool {
+        let Ok(mut bg) = self.background.lock() else {
+            return false;
+        };
+        while !*flag(&mut bg) && !bg.stop {
+            bg = match wake.wait(bg) {
+                Ok(bg) => bg,
+                Err(_) => return false,
+            };
+        }
+        !bg.stop && std::mem::take(flag(&mut bg))
+    }
+
+    /// Asks the archiver thread (if any) for a pass.
+    fn request_archive(&self) {
+        if let Ok(mut bg) = self.background.lock() {
+            bg.archive = true;
+            self.archive_wake.notify_one();
+        }
+    }
+
+    /// Whether the log is being dropped.
+    fn stopping(&self) -> bool {
+        self.background.lock().map_or(true, |bg| bg.stop)
+    }
+
+    /// The archiver thread: an archiving pass after every rotation, until
+    /// the log is dropped.
+    fn background_archiver(&self) {
+        while self.wait_for(&self.archive_wake, |bg| &mut bg.archive) {
+            if let Err(e) = self.archive_pass(true) {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "archiving a sealed segment failed; it stays in its slot until the next rotation retries"
+                );
+            }
+        }
+    }
+
+    /// Archives the sealed segments still in slots, oldest first, stopping
+    /// at the first failure (archives stay a prefix of the log) and, for
+    /// the thread, when the log is dropped. Then removes the doomed
+    /// archives no replay holds any more.
+    fn archive_pass(&self, thread: bool) -> Result<usize, Error> {
+        if self.config.compression == Compression::None {
+            return Ok(0);
+        }
+        let _pass = self.archiving.lock().map_err(|_| poisoned_lock())?;
+        let mut done = 0;
+        while !(thread && self.stopping()) {
+            let Some(job) = self.writer()?.next_to_archive() else {
+                break;
+            };
+            self.archive_one(job)?;
+            done += 1;
+        }
+        let removable = self.writer()?.take_removable();
+        self.remove_archives(removable);
+        Ok(done)
+    }
+
+    /// Compresses one sealed segment into its archive (outside the append
+    /// lock), then moves the segment there and frees its slot.
+    fn archive_one(&self, job: Segment<S>) -> Result<(), Error> {
+        let Some((slot, file)) = job.place.slot() else {
+            return Ok(());
+        };
+        let path = self.dir.join(slot_name(slot));
+        let view = file
+            .view()
+            .map_err(|e| Error::io("map segment", &path, e))?;
+        let end = usize::try_from(job.end).unwrap_or(usize::MAX);
+        let raw = (*view).as_ref().get(..end).ok_or(Error::Corrupt {
+            file: path,
+            offset: job.end,
+            last_good: job.last_lsn,
+            reason: "a sealed segment is shorter than its records",
+        })?;
+        let lsns = (job.first_lsn, job.last_lsn);
+        let archived = Arc::new(archive::write(
+            &*self.storage,
+            &self.dir,
+            job.seq,
+            lsns,
+            raw,
+        )?);
+        drop(view);
+        // Our hold on the slot file goes before the slot can be reused.
+        drop(job);
+        let mut guard = self.writer()?;
+        let writer = &mut *guard;
+        match writer.segments.iter_mut().find(|s| s.seq == archived.seq) {
+            Some(segment) => {
+                if let Place::Slot { slot, file } =
+                    std::mem::replace(&mut segment.place, Place::Archive(archived))
+                {
+                    writer.free.push((slot, file));
+                }
+            }
+            // A checkpoint let the segment go meanwhile (its slot is free
+            // already): the archive is not needed.
+            None => writer.doomed.push(archived),
+        }
+        Ok(())
+    }
+
+    /// Removes archives nobody holds. Not synced: an archive a crash brings
+    /// back lies before the checkpoint, and recovery removes it again.
+    fn remove_archives(&self, archives: Vec<Arc<Archived>>) {
+        for archived in archives {
+            let path = self.dir.join(archived.name());
+            match self.storage.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "removing an archive before the checkpoint failed; the next open retries"
+                ),
+            }
         }
     }
 
@@ -897,6 +1154,25 @@ impl<S: Storage> Writer<S> {
         self.segments
             .back_mut()
             .ok_or(Error::Config("the log has no active segment"))
+    }
+
+    /// A copy of the oldest sealed segment still in a slot, to archive.
+    fn next_to_archive(&self) -> Option<Segment<S>> {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments
+            .iter()
+            .take(sealed)
+            .find(|s| s.place.slot().is_some())
+            .cloned()
+    }
+
+    /// Takes the doomed archives no replay holds any more.
+    fn take_removable(&mut self) -> Vec<Arc<Archived>> {
+        let (free, held) = std::mem::take(&mut self.doomed)
+            .into_iter()
+            .partition(|a| Arc::strong_count(a) == 1);
+        self.doomed = held;
+        free
     }
 
     /// Index in `segments` of the segment holding `lsn`.
@@ -955,8 +1231,10 @@ impl<S: Storage> Writer<S> {
             synced: Lsn(inner.durable.load(Ordering::Acquire)),
         };
         format::encode_frame(&mut buf, &header, payload);
-        let result = active.file.write_at(active.end, &buf);
-        let slot = active.slot;
+        let Some((slot, file)) = active.place.slot() else {
+            return Err(Error::Config("the active segment is not in a slot"));
+        };
+        let result = file.write_at(active.end, &buf);
         if result.is_ok() {
             active.end += size as u64;
             active.last_lsn = lsn;
@@ -977,9 +1255,13 @@ impl<S: Storage> Writer<S> {
         self.write_frame(inner, 0, &[], FLAG_SEAL, seal)?;
         self.next_lsn += 1;
         inner.written.store(seal.0, Ordering::Release);
-        let (file, slot) = {
+        let (slot, file) = {
             let active = self.active()?;
-            (Arc::clone(&active.file), active.slot)
+            let (slot, file) = active
+                .place
+                .slot()
+                .ok_or(Error::Config("the active segment is not in a slot"))?;
+            (slot, Arc::clone(file))
         };
         file.sync_data().map_err(|e| {
             inner.poison(format!(
@@ -1001,6 +1283,9 @@ impl<S: Storage> Writer<S> {
             .start_segment(&inner.storage, &inner.dir, inner.config.segment_size)
             .map_err(|e| inner.poison(format!("opening the next segment failed: {e}")))?;
         self.segments.push_back(segment);
+        if inner.config.compression != Compression::None {
+            inner.request_archive();
+        }
         Ok(())
     }
 
@@ -1049,10 +1334,9 @@ impl<S: Storage> Writer<S> {
         file.sync_data()
             .map_err(|e| Error::io("sync segment", &path, e))?;
         let segment = Segment {
-            slot,
             seq: self.next_seq,
             first_lsn: Lsn(self.next_lsn),
-            file,
+            place: Place::Slot { slot, file },
             end: HEADER_BLOCK,
             last_lsn: Lsn(self.next_lsn - 1),
         };
@@ -1066,6 +1350,14 @@ struct Found<S: Storage> {
     slot: u32,
     header: SegmentHeader,
     file: S::File,
+}
+
+/// A segment found on disk: in a slot, in an archive, or both (an archived
+/// segment whose slot has not been reused yet; the archive is its home).
+struct Candidate<S: Storage> {
+    seq: u64,
+    slot: Option<Found<S>>,
+    archived: bool,
 }
 
 /// Reads the directory and rebuilds the writer: see `docs/wal-format.md`,
@@ -1083,7 +1375,20 @@ fn recover<S: Storage>(
     let mut damaged: Vec<(u32, S::File)> = Vec::new();
     let mut free = Vec::new();
     let mut slots = 0;
+    let mut archives = Vec::new();
     for name in &names {
+        match archive::parse_archive(name) {
+            Some(ArchiveEntry::Final(seq)) => archives.push(seq),
+            // An archive a crash interrupted: its segment is still in its
+            // slot, which was never freed.
+            Some(ArchiveEntry::Temp) if !read_only => {
+                let path = dir.join(name);
+                storage
+                    .remove(&path)
+                    .map_err(|e| Error::io("remove an unfinished archive", &path, e))?;
+            }
+            Some(ArchiveEntry::Temp) | None => {}
+        }
         let Some(slot) = parse_slot(name) else {
             continue;
         };
@@ -1106,7 +1411,7 @@ fn recover<S: Storage>(
             }
             Ok(header) => {
                 return Err(Error::Corrupt {
-                    slot,
+                    file: path,
                     offset: 0,
                     last_good: Lsn(header.first_lsn.0 - 1),
                     reason: "a segment file is not the length its header gives",
@@ -1120,21 +1425,33 @@ fn recover<S: Storage>(
                 });
             }
             Err(HeaderError::Corrupt) => damaged.push((slot, file)),
-            Err(HeaderError::Foreign | HeaderError::Short) if head.iter().all(|&b| b == 0) => {
+            Err(HeaderError::Foreign | HeaderError::Short | HeaderError::Codec(_))
+                if head.iter().all(|&b| b == 0) =>
+            {
                 // Empty or zero-filled: a slot file created by a rotation
                 // that crashed before its header was written.
                 report.reclaimed_slots.push(slot);
                 free.push((slot, Arc::new(file)));
             }
-            Err(HeaderError::Foreign | HeaderError::Short) => return Err(Error::Foreign { path }),
+            Err(HeaderError::Foreign | HeaderError::Short | HeaderError::Codec(_)) => {
+                return Err(Error::Foreign { path });
+            }
         }
+    }
+    if !read_only && !archives.is_empty() {
+        // An archive's name may not be durable yet (the process that wrote
+        // it died before syncing the directory): make it so before its slot
+        // is reused.
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
     }
     found.sort_by_key(|f| f.header.seq);
     for pair in found.windows(2) {
         if let [a, b] = pair {
             if a.header.seq == b.header.seq {
                 return Err(Error::Corrupt {
-                    slot: b.slot,
+                    file: dir.join(slot_name(b.slot)),
                     offset: 0,
                     last_good: Lsn(b.header.first_lsn.0.saturating_sub(1)),
                     reason: "two slots hold the same segment (a copied or misplaced slot file)",
@@ -1146,31 +1463,47 @@ fn recover<S: Storage>(
         .read_all(&dir.join(CHECKPOINT_NAME))
         .ok()
         .and_then(|b| CheckpointFile::decode(&b));
+    let mut candidates = candidates(
+        found,
+        archives,
+        checkpoint.as_ref(),
+        storage,
+        dir,
+        read_only,
+    )?;
     // Live segments: the newest run of consecutive sequence numbers, from
     // the checkpoint's oldest needed segment on. Older slots are free.
-    let mut live_from = found.len();
+    let mut live_from = candidates.len();
     while live_from > 0 {
-        let prev = found.get(live_from - 1).map(|f| f.header.seq);
-        let here = found.get(live_from).map(|f| f.header.seq);
+        let prev = candidates.get(live_from - 1).map(|c| c.seq);
+        let here = candidates.get(live_from).map(|c| c.seq);
         match (prev, here) {
             (Some(p), Some(h)) if p + 1 != h => break,
             _ => live_from -= 1,
         }
-        if let (Some(ckpt), Some(f)) = (&checkpoint, found.get(live_from)) {
-            if f.header.seq <= ckpt.segment_seq {
+        if let (Some(ckpt), Some(c)) = (&checkpoint, candidates.get(live_from)) {
+            if c.seq <= ckpt.segment_seq {
                 break;
             }
         }
     }
-    let mut live: Vec<Found<S>> = found.split_off(live_from);
-    for old in found {
-        free.push((old.slot, Arc::new(old.file)));
+    let live: Vec<Candidate<S>> = candidates.split_off(live_from);
+    for old in candidates {
+        if let Some(f) = old.slot {
+            free.push((f.slot, Arc::new(f.file)));
+        }
+        if old.archived {
+            tracing::warn!(
+                path = %dir.join(archive::archive_name(old.seq)).display(),
+                "an archive older than a gap in the log is not read"
+            );
+        }
     }
     if let (Some(ckpt), Some(first)) = (&checkpoint, live.first()) {
-        if first.header.seq > ckpt.segment_seq {
+        if first.seq > ckpt.segment_seq {
             // The segments the checkpoint needs are gone.
             return Err(Error::Corrupt {
-                slot: first.slot,
+                file: candidate_path(dir, first),
                 offset: 0,
                 last_good: ckpt.lsn,
                 reason: "the segments after the newest checkpoint are missing",
@@ -1178,34 +1511,82 @@ fn recover<S: Storage>(
         }
     }
     let mut segments = VecDeque::new();
-    let mut expected = live.first().map_or(Lsn(1), |f| f.header.first_lsn);
+    let mut expected: Option<Lsn> = None;
     let count = live.len();
     let mut sealed = false;
-    for (i, f) in live.drain(..).enumerate() {
-        let last = i + 1 == count;
-        if f.header.first_lsn != expected {
-            return Err(Error::Corrupt {
-                slot: f.slot,
-                offset: 0,
-                last_good: Lsn(expected.0 - 1),
-                reason: "a segment does not start where the previous one ended",
-            });
-        }
-        let after = checkpoint.as_ref().map_or(Lsn(0), |c| c.lsn);
-        let scanned = scan_segment(&f, last, config.recovery, after, read_only, &mut report)?;
+    let after = checkpoint.as_ref().map_or(Lsn(0), |c| c.lsn);
+    for (i, c) in live.into_iter().enumerate() {
+        let last_good = expected.map_or(Lsn(0), |e| Lsn(e.0 - 1));
+        let (segment, scanned, freed) = match (c.archived, c.slot) {
+            (true, slot) => {
+                let (archived, raw) = archive::load(storage, dir, c.seq, last_good)?;
+                let target = ScanTarget::<S> {
+                    bytes: &raw,
+                    path: dir.join(archived.name()),
+                    seq: c.seq,
+                    first_lsn: archived.first_lsn,
+                    tail: None,
+                };
+                let scanned =
+                    scan_checked(&target, expected, config, after, read_only, &mut report)?;
+                let whole =
+                    scanned.end == archived.raw_len && scanned.last_lsn == archived.last_lsn;
+                if !scanned.sealed || !whole {
+                    return Err(Error::Corrupt {
+                        file: target.path,
+                        offset: scanned.end,
+                        last_good: scanned.last_lsn,
+                        reason: "an archive does not end with its segment's seal",
+                    });
+                }
+                let segment = Segment {
+                    seq: c.seq,
+                    first_lsn: archived.first_lsn,
+                    place: Place::Archive(Arc::new(archived)),
+                    end: scanned.end,
+                    last_lsn: scanned.last_lsn,
+                };
+                // The archive is the segment's home: its slot is free.
+                (segment, scanned, slot.map(|f| (f.slot, Arc::new(f.file))))
+            }
+            (false, Some(f)) => {
+                let path = dir.join(slot_name(f.slot));
+                let view = f
+                    .file
+                    .view()
+                    .map_err(|e| Error::io("map segment", &path, e))?;
+                let target = ScanTarget::<S> {
+                    bytes: (*view).as_ref(),
+                    path,
+                    seq: c.seq,
+                    first_lsn: f.header.first_lsn,
+                    tail: (i + 1 == count).then_some((f.slot, &f.file)),
+                };
+                let scanned =
+                    scan_checked(&target, expected, config, after, read_only, &mut report)?;
+                drop(view);
+                let segment = Segment {
+                    seq: c.seq,
+                    first_lsn: f.header.first_lsn,
+                    place: Place::Slot {
+                        slot: f.slot,
+                        file: Arc::new(f.file),
+                    },
+                    end: scanned.end,
+                    last_lsn: scanned.last_lsn,
+                };
+                (segment, scanned, None)
+            }
+            (false, None) => continue,
+        };
         report.segments_scanned += 1;
-        expected = Lsn(scanned.last_lsn.0 + 1);
         report.tail_bytes += scanned.tail_bytes;
         sealed = scanned.sealed;
-        segments.push_back(Segment {
-            slot: f.slot,
-            seq: f.header.seq,
-            first_lsn: f.header.first_lsn,
-            file: Arc::new(f.file),
-            end: scanned.end,
-            last_lsn: scanned.last_lsn,
-        });
+        expected = Some(Lsn(segment.last_lsn.0 + 1));
+        free.extend(freed);
+        segments.push_back(segment);
     }
+    let expected = expected.unwrap_or(Lsn(1));
     // A slot whose header fails its checksum is a rotation torn while
     // writing the header, unless records follow the header: then the
     // header of a live segment was damaged.
@@ -1216,7 +1597,7 @@ fn recover<S: Storage>(
             && matches!(format::decode_frame(&frame), Frame::Valid { header, .. } if header.lsn >= expected);
         if holds_records {
             return Err(Error::Corrupt {
-                slot,
+                file: dir.join(slot_name(slot)),
                 offset: 0,
                 last_good: Lsn(expected.0 - 1),
                 reason: "the header of a segment holding records is damaged",
@@ -1257,6 +1638,7 @@ fn recover<S: Storage>(
     let mut writer = Writer {
         segments,
         free,
+        doomed: Vec::new(),
         slots,
         next_lsn,
         next_seq,
@@ -1281,6 +1663,59 @@ fn recover<S: Storage>(
     Ok((writer, report))
 }
 
+/// The segments found on disk, by sequence number, slots and archives
+/// together. Archives wholly before the checkpoint are removed (retention
+/// removes them without syncing, so a crash can bring them back).
+fn candidates<S: Storage>(
+    found: Vec<Found<S>>,
+    archives: Vec<u64>,
+    checkpoint: Option<&CheckpointFile>,
+    storage: &S,
+    dir: &Path,
+    read_only: bool,
+) -> Result<Vec<Candidate<S>>, Error> {
+    let mut by_seq: std::collections::BTreeMap<u64, Candidate<S>> = found
+        .into_iter()
+        .map(|f| {
+            let seq = f.header.seq;
+            let candidate = Candidate {
+                seq,
+                slot: Some(f),
+                archived: false,
+            };
+            (seq, candidate)
+        })
+        .collect();
+    for seq in archives {
+        if checkpoint.is_some_and(|c| seq < c.segment_seq) {
+            if !read_only {
+                let path = dir.join(archive::archive_name(seq));
+                storage
+                    .remove(&path)
+                    .map_err(|e| Error::io("remove an archive before the checkpoint", &path, e))?;
+            }
+            continue;
+        }
+        by_seq
+            .entry(seq)
+            .or_insert(Candidate {
+                seq,
+                slot: None,
+                archived: false,
+            })
+            .archived = true;
+    }
+    Ok(by_seq.into_values().collect())
+}
+
+/// The file holding a candidate, for errors: its archive, else its slot.
+fn candidate_path<S: Storage>(dir: &Path, c: &Candidate<S>) -> PathBuf {
+    match &c.slot {
+        Some(f) if !c.archived => dir.join(slot_name(f.slot)),
+        _ => dir.join(archive::archive_name(c.seq)),
+    }
+}
+
 /// Makes the records of the last segment that no frame vouches for as
 /// synced durable before recovery declares them so: they may be page-cache
 /// data of the previous process, or pages a failed `fdatasync` marked
@@ -1288,9 +1723,12 @@ fn recover<S: Storage>(
 /// the last frame's is the segment's highest; the frames after it are
 /// written again (re-dirtying their pages) and synced.
 fn resync_unsynced_tail<S: Storage>(segment: &Segment<S>) -> Result<(), Error> {
-    let path = slot_name(segment.slot);
-    let view = segment
-        .file
+    // The last segment is in an archive only when it is sealed: synced.
+    let Some((slot, file)) = segment.place.slot() else {
+        return Ok(());
+    };
+    let path = slot_name(slot);
+    let view = file
         .view()
         .map_err(|e| Error::io("map segment", &path, e))?;
     let bytes: &[u8] = (*view).as_ref();
@@ -1313,13 +1751,9 @@ fn resync_unsynced_tail<S: Storage>(segment: &Segment<S>) -> Result<(), Error> {
     };
     let tail = bytes.get(from..end).unwrap_or_default().to_vec();
     drop(view);
-    segment
-        .file
-        .write_at(from as u64, &tail)
+    file.write_at(from as u64, &tail)
         .map_err(|e| Error::io("rewrite unsynced records", &path, e))?;
-    segment
-        .file
-        .sync_data()
+    file.sync_data()
         .map_err(|e| Error::io("sync segment", &path, e))
 }
 
@@ -1332,28 +1766,56 @@ struct Scanned {
     sealed: bool,
 }
 
+/// The bytes of one segment to scan, from its slot or its archive.
+struct ScanTarget<'a, S: Storage> {
+    bytes: &'a [u8],
+    /// The file they came from, for errors.
+    path: PathBuf,
+    seq: u64,
+    first_lsn: Lsn,
+    /// For the last segment of the log: its slot and file, where a torn
+    /// tail is cut. `None` for a sealed segment.
+    tail: Option<(u32, &'a S::File)>,
+}
+
+/// Checks that a segment starts where the previous one (if any) ended,
+/// then scans it.
+fn scan_checked<S: Storage>(
+    target: &ScanTarget<'_, S>,
+    expected: Option<Lsn>,
+    config: &WalConfig,
+    after: Lsn,
+    read_only: bool,
+    report: &mut RecoveryReport,
+) -> Result<Scanned, Error> {
+    if let Some(expected) = expected.filter(|&e| e != target.first_lsn) {
+        return Err(Error::Corrupt {
+            file: target.path.clone(),
+            offset: 0,
+            last_good: Lsn(expected.0 - 1),
+            reason: "a segment does not start where the previous one ended",
+        });
+    }
+    scan_segment(target, config.recovery, after, read_only, report)
+}
+
 /// Checks every frame of one segment. A sealed segment must end with its
 /// seal; the last segment ends at its first invalid frame (a torn frame is
 /// cut off and reported).
 fn scan_segment<S: Storage>(
-    f: &Found<S>,
-    last: bool,
+    target: &ScanTarget<'_, S>,
     mode: RecoveryMode,
     after: Lsn,
     read_only: bool,
     report: &mut RecoveryReport,
 ) -> Result<Scanned, Error> {
-    let view = f
-        .file
-        .view()
-        .map_err(|e| Error::io("map segment", slot_name(f.slot), e))?;
-    let bytes: &[u8] = (*view).as_ref();
-    let seq32 = f.header.seq as u32;
+    let bytes = target.bytes;
+    let seq32 = target.seq as u32;
     let mut pos = HEADER_BLOCK as usize;
-    let mut last_lsn = Lsn(f.header.first_lsn.0 - 1);
+    let mut last_lsn = Lsn(target.first_lsn.0 - 1);
     let mut tail_bytes = 0;
     let corrupt = |pos: usize, last_good: Lsn, reason| Error::Corrupt {
-        slot: f.slot,
+        file: target.path.clone(),
         offset: pos as u64,
         last_good,
         reason,
@@ -1371,13 +1833,13 @@ fn scan_segment<S: Storage>(
             }
             frame => {
                 // The end of this segment's records.
-                if !last {
+                let Some((slot, file)) = target.tail else {
                     return Err(corrupt(
                         pos,
                         last_lsn,
                         "a sealed segment ends before its seal",
                     ));
-                }
+                };
                 let ours = matches!(frame, Frame::Invalid) && looks_like_ours(rest, seq32);
                 let later = later_records(bytes, pos, seq32, last_lsn);
                 // A later record that was written after the damaged one had
@@ -1394,7 +1856,7 @@ fn scan_segment<S: Storage>(
                     }
                     report.truncated_corruption = Some((
                         TornTail {
-                            slot: f.slot,
+                            slot,
                             offset: pos as u64,
                         },
                         "a damaged record that had been synced, and everything after it",
@@ -1403,14 +1865,14 @@ fn scan_segment<S: Storage>(
                 if ours || later.end > pos {
                     if !synced_damage {
                         report.torn_tail = Some(TornTail {
-                            slot: f.slot,
+                            slot,
                             offset: pos as u64,
                         });
                     }
                     if !read_only {
                         // Erase up to the end of the last record of ours, so
                         // none of the cut records can come back.
-                        erase_range(f, pos, later.end.max(pos + FRAME_HEADER))?;
+                        erase_range(file, &target.path, pos, later.end.max(pos + FRAME_HEADER))?;
                     }
                 }
                 return Ok(Scanned {
@@ -1422,7 +1884,7 @@ fn scan_segment<S: Storage>(
             }
         };
         if header.flags & FLAG_CHECKPOINT != 0 {
-            if let Some(found) = decode_checkpoint_record(bytes, pos, header, f.header.seq) {
+            if let Some(found) = decode_checkpoint_record(bytes, pos, header, target.seq) {
                 report_checkpoint_record(report, found);
             }
         }
@@ -1515,27 +1977,27 @@ fn later_records(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Later {
 
 /// Zeroes `from..to` and syncs, so the cut survives another crash during
 /// recovery.
-fn erase_range<S: Storage>(f: &Found<S>, from: usize, to: usize) -> Result<(), Error> {
-    let path = slot_name(f.slot);
+fn erase_range<F: StorageFile>(file: &F, path: &Path, from: usize, to: usize) -> Result<(), Error> {
     let zeros = vec![0u8; 64 << 10];
     let mut at = from;
     while at < to {
         let n = (to - at).min(zeros.len());
-        f.file
-            .write_at(at as u64, zeros.get(..n).unwrap_or_default())
-            .map_err(|e| Error::io("truncate torn records", &path, e))?;
+        file.write_at(at as u64, zeros.get(..n).unwrap_or_default())
+            .map_err(|e| Error::io("truncate torn records", path, e))?;
         at += n;
     }
-    f.file
-        .sync_data()
-        .map_err(|e| Error::io("sync segment", &path, e))
+    file.sync_data()
+        .map_err(|e| Error::io("sync segment", path, e))
 }
 
 /// Iterator over records; see [`Wal::replay`].
 pub struct Replay<S: Storage> {
+    /// For reading archives.
+    storage: Arc<S>,
     dir: PathBuf,
-    /// (slot, seq, file, end) of the segments still to read.
-    segments: VecDeque<(u32, u64, Arc<S::File>, u64)>,
+    /// The segments still to read. Holding their slot files or archives
+    /// keeps the log from recycling or removing them meanwhile.
+    segments: VecDeque<Segment<S>>,
     current: Option<Current<S>>,
     from: Lsn,
     to: Lsn,
@@ -1544,12 +2006,36 @@ pub struct Replay<S: Storage> {
 }
 
 struct Current<S: Storage> {
-    slot: u32,
+    path: PathBuf,
     seq32: u32,
-    view: Arc<<S::File as StorageFile>::View>,
+    bytes: Bytes<<S::File as StorageFile>::View>,
     pos: usize,
     end: usize,
-    _file: Arc<S::File>,
+    _hold: Place<S>,
+}
+
+/// A segment's bytes: a slot's mapping, or an archive decompressed.
+enum Bytes<V> {
+    Mapped(Arc<V>),
+    Owned(Arc<Vec<u8>>),
+}
+
+impl<V: AsRef<[u8]>> Bytes<V> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(view) => (**view).as_ref(),
+            Bytes::Owned(raw) => raw,
+        }
+    }
+}
+
+impl<V> Clone for Bytes<V> {
+    fn clone(&self) -> Bytes<V> {
+        match self {
+            Bytes::Mapped(view) => Bytes::Mapped(Arc::clone(view)),
+            Bytes::Owned(raw) => Bytes::Owned(Arc::clone(raw)),
+        }
+    }
 }
 
 impl<S: Storage> Replay<S> {
@@ -1558,12 +2044,38 @@ impl<S: Storage> Replay<S> {
         self.stream = Some(stream);
         self
     }
+
+    /// Opens the next segment: maps its slot, or reads and decompresses
+    /// its archive.
+    fn open(&self, segment: Segment<S>) -> Result<Current<S>, Error> {
+        let path = segment.place.path(&self.dir);
+        let bytes = match &segment.place {
+            Place::Slot { file, .. } => Bytes::Mapped(
+                file.view()
+                    .map_err(|e| Error::io("map segment", &path, e))?,
+            ),
+            Place::Archive(archived) => {
+                let last_good = Lsn(segment.first_lsn.0 - 1);
+                let (_, raw) = archive::load(&*self.storage, &self.dir, archived.seq, last_good)?;
+                Bytes::Owned(Arc::new(raw))
+            }
+        };
+        Ok(Current {
+            path,
+            seq32: segment.seq as u32,
+            bytes,
+            pos: HEADER_BLOCK as usize,
+            end: usize::try_from(segment.end).unwrap_or(usize::MAX),
+            _hold: segment.place,
+        })
+    }
 }
 
-/// One record read back from the log. Holds the segment's mapping: the
-/// payload is not copied.
+/// One record read back from the log. Holds its segment's bytes: the
+/// payload is not copied (from a slot it is borrowed from the mapping;
+/// from an archive, from the segment decompressed once for the replay).
 pub struct Record<V> {
-    view: Arc<V>,
+    bytes: Bytes<V>,
     payload_at: usize,
     len: usize,
     lsn: Lsn,
@@ -1582,10 +2094,10 @@ impl<V: AsRef<[u8]>> Record<V> {
         self.stream
     }
 
-    /// The payload, borrowed from the segment's mapping.
+    /// The payload, borrowed from the segment's bytes.
     pub fn payload(&self) -> &[u8] {
-        (*self.view)
-            .as_ref()
+        self.bytes
+            .as_slice()
             .get(self.payload_at..self.payload_at + self.len)
             .unwrap_or_default()
     }
@@ -1612,51 +2124,35 @@ impl<S: Storage> Iterator for Replay<S> {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             let Some(current) = &mut self.current else {
-                let (slot, seq, file, end) = self.segments.pop_front()?;
-                let view = match file.view() {
-                    Ok(view) => view,
+                let segment = self.segments.pop_front()?;
+                match self.open(segment) {
+                    Ok(current) => self.current = Some(current),
                     Err(e) => {
                         self.done = true;
-                        return Some(Err(Error::io(
-                            "map segment",
-                            self.dir.join(slot_name(slot)),
-                            e,
-                        )));
+                        return Some(Err(e));
                     }
-                };
-                self.current = Some(Current {
-                    slot,
-                    seq32: seq as u32,
-                    view,
-                    pos: HEADER_BLOCK as usize,
-                    end: usize::try_from(end).unwrap_or(usize::MAX),
-                    _file: file,
-                });
+                }
                 continue;
             };
             if current.pos >= current.end {
                 self.current = None;
                 continue;
             }
-            let bytes: &[u8] = (*current.view).as_ref();
+            let bytes = current.bytes.as_slice();
             let rest = bytes.get(current.pos..current.end).unwrap_or_default();
+            let corrupt = |reason| Error::Corrupt {
+                file: current.path.clone(),
+                offset: current.pos as u64,
+                last_good: Lsn(self.from.0.saturating_sub(1)),
+                reason,
+            };
             let Frame::Valid { header, size, .. } = format::decode_frame(rest) else {
                 self.done = true;
-                return Some(Err(Error::Corrupt {
-                    slot: current.slot,
-                    offset: current.pos as u64,
-                    last_good: Lsn(self.from.0.saturating_sub(1)),
-                    reason: "a record failed its checksum during replay",
-                }));
+                return Some(Err(corrupt("a record failed its checksum during replay")));
             };
             if header.seq32 != current.seq32 {
                 self.done = true;
-                return Some(Err(Error::Corrupt {
-                    slot: current.slot,
-                    offset: current.pos as u64,
-                    last_good: Lsn(self.from.0.saturating_sub(1)),
-                    reason: "a record of another segment inside this one",
-                }));
+                return Some(Err(corrupt("a record of another segment inside this one")));
             }
             let payload_at = current.pos + FRAME_HEADER;
             current.pos += size;
@@ -1671,7 +2167,7 @@ impl<S: Storage> Iterator for Replay<S> {
                 continue;
             }
             return Some(Ok(Record {
-                view: Arc::clone(&current.view),
+                bytes: current.bytes.clone(),
                 payload_at,
                 len: header.len as usize,
                 lsn: header.lsn,

@@ -131,7 +131,7 @@ fn compat_v1_fixture_opens_with_its_exact_contents() {
         .iter()
         .map(|s| (s.slot, s.seq, s.first_lsn.0, s.last_lsn.0, s.sealed))
         .collect();
-    assert_eq!(shape, [(0, 0, 1, 6, true), (1, 1, 7, 9, false)]);
+    assert_eq!(shape, [(Some(0), 0, 1, 6, true), (Some(1), 1, 7, 9, false)]);
 
     let got: Vec<_> = wal
         .replay(..)

@@ -4,13 +4,16 @@
 //! [`FaultStorage`] that stops after operation `k`; the crash image, with or
 //! without torn writes, must recover to a gap-free prefix of what was
 //! appended holding every acknowledged-durable record, and a second crash
-//! in the middle of that recovery must change nothing.
+//! in the middle of that recovery must change nothing. The same sweep runs
+//! with compression on: every step is followed by `Wal::archive`, so
+//! crashes also land inside the writing of archives, between an archive
+//! and the reuse of its slot, and inside retention's removals.
 
 mod common;
 
-use common::{Journal, Rec, check_recovered, open, records};
-use tiffany_testkit::{Fault, FaultRule, FaultStorage, OpKind, Rng, Torn};
-use tiffany_wal::{Lsn, SyncMode};
+use common::{Journal, Rec, check_recovered, open_with, records};
+use tiffany_testkit::{Fault, FaultRule, FaultStorage, OpKind, Outcome, Rng, Torn};
+use tiffany_wal::{Compression, Lsn, SyncMode, WalConfig};
 
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -53,12 +56,14 @@ fn plan(seed: u64, steps: usize, big: usize) -> Vec<Step> {
 }
 
 /// Opens a log on `storage` and runs `steps` until the first error (the
-/// storage stopping). Returns what was appended and acknowledged.
-fn run(storage: &FaultStorage, steps: &[Step]) -> Journal {
+/// storage stopping), archiving after each step when `config` compresses.
+/// Returns what was appended and acknowledged.
+fn run(storage: &FaultStorage, steps: &[Step], config: &WalConfig) -> Journal {
     let mut journal = Journal::default();
-    let Ok((wal, _)) = open(storage) else {
+    let Ok((wal, _)) = open_with(storage, config.clone()) else {
         return journal;
     };
+    let compressed = config.compression != Compression::None;
     for step in steps {
         let result = match *step {
             Step::Append { stream, len, mode } => {
@@ -67,6 +72,10 @@ fn run(storage: &FaultStorage, steps: &[Step]) -> Journal {
             Step::Flush => journal.flush(&wal),
             Step::Checkpoint => journal.checkpoint(&wal),
         };
+        let result = result.and_then(|()| match compressed {
+            true => wal.archive().map(|_| ()),
+            false => Ok(()),
+        });
         if result.is_err() {
             break;
         }
@@ -82,6 +91,10 @@ struct Seen {
     torn_tails: u64,
     reclaimed_slots: u64,
     fresh_logs: u64,
+    /// Recoveries that read archived segments.
+    archived: u64,
+    /// Recoveries that found (and removed) an unfinished archive.
+    temp_archives: u64,
 }
 
 /// Recovers a crash image and checks it against the journal; returns the
@@ -89,15 +102,24 @@ struct Seen {
 fn recover(
     image: &FaultStorage,
     journal: &Journal,
+    config: &WalConfig,
     what: &str,
     seen: &mut Seen,
 ) -> (Vec<Rec>, u64) {
     let storage = image.fork();
-    let (wal, report) = open(&storage).unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    let temp = |s: &FaultStorage| {
+        let names = s.names(common::dir());
+        names.iter().any(|n| n.ends_with(".lz4.tmp"))
+    };
+    seen.temp_archives += u64::from(temp(&storage));
+    let (wal, report) = open_with(&storage, config.clone())
+        .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    assert!(!temp(&storage), "{what}: an unfinished archive is left");
     let ops = storage.op_count();
     seen.torn_tails += u64::from(report.torn_tail.is_some());
     seen.reclaimed_slots += report.reclaimed_slots.len() as u64;
     seen.fresh_logs += u64::from(report.last_lsn == Lsn(0));
+    seen.archived += u64::from(wal.segments().unwrap().iter().any(|s| s.archived));
     (check_recovered(&wal, &report, journal, what), ops)
 }
 
@@ -110,16 +132,30 @@ struct Sweep {
     /// Crash points: every operation (1) or every n-th, from a seeded
     /// offset.
     stride: u64,
+    config: WalConfig,
 }
 
 impl Sweep {
     fn run(&self) -> Seen {
         let steps = plan(self.seed, self.steps, self.big);
         let reference = FaultStorage::new();
-        let full = run(&reference, &steps);
+        let full = run(&reference, &steps, &self.config);
         let total = reference.op_count();
         // The workload must exercise what the sweep claims to cover.
-        let wal = open(&reference.crash()).unwrap().0;
+        if self.config.compression != Compression::None {
+            let ran = |kind, name: &str| {
+                reference.ops().iter().any(|op| {
+                    op.kind == kind
+                        && op.outcome == Outcome::Ran
+                        && op.path.to_string_lossy().contains(name)
+                })
+            };
+            assert!(ran(OpKind::Rename, ".lz4.tmp"), "no archive was written");
+            assert!(ran(OpKind::Remove, ".lz4"), "retention removed no archive");
+        }
+        let wal = open_with(&reference.crash(), self.config.clone())
+            .unwrap()
+            .0;
         let rotations = wal.segments().unwrap().last().unwrap().seq;
         assert!(rotations >= 3, "only {rotations} rotations");
         let slots = reference
@@ -145,32 +181,38 @@ impl Sweep {
     fn crash_at(&self, steps: &[Step], k: u64, rng: &mut Rng, seen: &mut Seen) {
         let storage = FaultStorage::new();
         storage.crash_after(k);
-        let journal = run(&storage, steps);
+        let journal = run(&storage, steps, &self.config);
         let image = storage.crash_with((self.torn)(rng.next_u64()));
         let what = format!("seed {} crash after op {k}", self.seed);
-        let (recs, recovery_ops) = recover(&image, &journal, &what, seen);
+        let (recs, recovery_ops) = recover(&image, &journal, &self.config, &what, seen);
 
         // A second crash at a random point of that recovery, torn the same
         // way, then a full recovery: the same records.
         let again = image.fork();
         let k2 = rng.below(recovery_ops + 1);
         again.crash_after(k2);
-        let _ = open(&again);
+        let _ = open_with(&again, self.config.clone());
         let image2 = again.crash_with((self.torn)(rng.next_u64()));
         let what2 = format!("{what}, crash after op {k2} of its recovery");
-        let (recs2, _) = recover(&image2, &journal, &what2, &mut Seen::default());
+        let (recs2, _) = recover(
+            &image2,
+            &journal,
+            &self.config,
+            &what2,
+            &mut Seen::default(),
+        );
         assert!(recs2 == recs, "{what2}: the records changed");
 
         // The recovered log takes a durable append that survives the next
         // power loss, right after everything recovered.
         let live = image.fork();
-        let (wal, _) = open(&live).unwrap();
+        let (wal, _) = open_with(&live, self.config.clone()).unwrap();
         let mut after = Journal::starting_at_tag(1 << 40);
         let lsn = after.append(&wal, 9, 100, SyncMode::Data).unwrap();
         let expected_lsn = Lsn(wal.last_lsn().0);
         assert_eq!(lsn, expected_lsn);
         drop(wal);
-        let (wal, _) = open(&live.crash()).unwrap();
+        let (wal, _) = open_with(&live.crash(), self.config.clone()).unwrap();
         let got = records(&wal);
         let tail = got
             .last()
@@ -212,6 +254,7 @@ fn crash_after_every_operation_of_a_small_workload() {
         big: 20_000,
         torn: no_tear,
         stride: 1,
+        config: common::config(),
     }
     .run();
     assert!(seen.points > 200, "{seen:?}");
@@ -231,6 +274,7 @@ fn torn_sweep(seed: u64, torn: fn(u64) -> Torn) {
         big: 20_000,
         torn,
         stride: 1,
+        config: common::config(),
     }
     .run();
     assert!(seen.points > 200, "{seen:?}");
@@ -258,6 +302,7 @@ fn crash_sampled_over_a_larger_workload() {
         big: 40_000,
         torn: any_tear,
         stride: 61,
+        config: common::config(),
     }
     .run();
     assert!(seen.points > 20, "{seen:?}");
@@ -271,14 +316,42 @@ fn crash_checks_notice_a_disk_that_lies_about_sync() {
     let steps = plan(6, 160, 20_000);
     let storage = FaultStorage::new();
     storage.inject(FaultRule::new(Fault::Lost).kind(OpKind::Sync).skip(10));
-    let journal = run(&storage, &steps);
+    let journal = run(&storage, &steps, &common::config());
     assert!(
         journal.durable > Lsn(20),
         "the workload acknowledged little"
     );
     let image = storage.crash();
     let caught = std::panic::catch_unwind(|| {
-        recover(&image, &journal, "lying disk", &mut Seen::default());
+        recover(
+            &image,
+            &journal,
+            &common::config(),
+            "lying disk",
+            &mut Seen::default(),
+        );
     });
     assert!(caught.is_err(), "lost acknowledged records went unnoticed");
+}
+
+/// The full sweep with compression on: archives are written, read back
+/// after each crash, and removed by retention; torn writes of every kind.
+#[test]
+fn crash_after_every_operation_with_compression() {
+    let seen = Sweep {
+        seed: 7,
+        steps: 160,
+        big: 20_000,
+        torn: any_tear,
+        stride: 1,
+        config: common::compressed_config(),
+    }
+    .run();
+    assert!(seen.points > 200, "{seen:?}");
+    assert!(
+        seen.archived > seen.points / 4,
+        "recoveries seldom read archives: {seen:?}"
+    );
+    assert!(seen.temp_archives > 0, "{seen:?}");
+    assert!(seen.torn_tails > 0, "{seen:?}");
 }

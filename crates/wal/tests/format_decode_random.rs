@@ -1,5 +1,6 @@
 //! The decoders of the on-disk format (`decode_frame`,
-//! `SegmentHeader::decode`, `CheckpointFile::decode`) on thousands of seeded
+//! `SegmentHeader::decode`, `CheckpointFile::decode`,
+//! `ArchiveHeader::decode`) on thousands of seeded
 //! random and mutated inputs: they never panic, what they accept is
 //! consistent, and a valid decode re-encodes to the same bytes. The same
 //! properties are the `frame_decode` fuzz target (`fuzz/` at the repository
@@ -8,8 +9,8 @@
 use tiffany_testkit::Rng;
 use tiffany_wal::Lsn;
 use tiffany_wal::format::{
-    CheckpointFile, FRAME_HEADER, Frame, FrameHeader, HEADER_LEN, SegmentHeader, decode_frame,
-    encode_frame, frame_size,
+    ARCHIVE_HEADER_LEN, ArchiveHeader, CheckpointFile, Codec, FRAME_HEADER, Frame, FrameHeader,
+    HEADER_LEN, SegmentHeader, decode_frame, encode_frame, frame_size,
 };
 
 /// The properties the fuzz target checks, for one input.
@@ -46,6 +47,13 @@ fn check(data: &[u8]) -> Decoded {
             "a valid segment header re-encodes differently: {h:?}"
         );
     }
+    if let Ok(a) = ArchiveHeader::decode(data) {
+        decoded.archive = true;
+        assert!(
+            a.encode()[..] == data[..ARCHIVE_HEADER_LEN],
+            "a valid archive header re-encodes differently: {a:?}"
+        );
+    }
     if let Some(c) = CheckpointFile::decode(data) {
         decoded.checkpoint = true;
         assert!(
@@ -61,6 +69,7 @@ struct Decoded {
     frame: bool,
     header: bool,
     checkpoint: bool,
+    archive: bool,
 }
 
 fn random_frame(rng: &mut Rng) -> Vec<u8> {
@@ -87,6 +96,21 @@ fn random_header(rng: &mut Rng) -> Vec<u8> {
         created_unix_ns: rng.next_u64(),
         slot: rng.next_u64() as u32,
         flags: rng.next_u64() as u16,
+    }
+    .encode()
+    .to_vec()
+}
+
+fn random_archive(rng: &mut Rng) -> Vec<u8> {
+    let first = rng.range(1, u64::MAX / 2);
+    ArchiveHeader {
+        codec: Codec::Lz4,
+        seq: rng.next_u64(),
+        first_lsn: Lsn(first),
+        last_lsn: Lsn(rng.range(first, u64::MAX)),
+        raw_len: rng.range(4097, u64::MAX),
+        compressed_len: rng.next_u64(),
+        body_crc: rng.next_u64() as u32,
     }
     .encode()
     .to_vec()
@@ -153,6 +177,7 @@ fn format_decoders_never_panic_on_random_bytes() {
         match rng.below(4) {
             0 if data.len() >= 8 => data[..8].copy_from_slice(b"TFYWAL\r\n"),
             1 if data.len() >= 8 => data[..8].copy_from_slice(b"TFYCKPT\n"),
+            2 if data.len() >= 8 => data[..8].copy_from_slice(b"TFYSEAL\n"),
             _ => {}
         }
         check(&data);
@@ -163,17 +188,18 @@ fn format_decoders_never_panic_on_random_bytes() {
 fn format_decoders_never_panic_on_mutated_encodings() {
     let mut rng = Rng::new(0xBAD5EED);
     let mut valid = Decoded::default();
-    for i in 0..6000 {
-        let original = match i % 3 {
+    for i in 0..8000 {
+        let original = match i % 4 {
             0 => random_frame(&mut rng),
             1 => random_header(&mut rng),
+            2 => random_archive(&mut rng),
             _ => random_checkpoint(&mut rng),
         };
         // Unmutated encodings decode.
         if i < 300 {
             let d = check(&original);
             assert!(
-                d.frame || d.header || d.checkpoint,
+                d.frame || d.header || d.checkpoint || d.archive,
                 "encoding {i} did not decode"
             );
         }
@@ -181,10 +207,11 @@ fn format_decoders_never_panic_on_mutated_encodings() {
         valid.frame |= d.frame;
         valid.header |= d.header;
         valid.checkpoint |= d.checkpoint;
+        valid.archive |= d.archive;
     }
     // Some mutations (cuts inside the padding, appended bytes) keep inputs
-    // valid: the round-trip property was exercised on all three.
-    assert!(valid.frame && valid.header && valid.checkpoint);
+    // valid: the round-trip property was exercised on all four.
+    assert!(valid.frame && valid.header && valid.checkpoint && valid.archive);
 }
 
 /// Reserved fields must be zero (docs/wal-format.md); a decoder that

@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use tiffany_testkit::{FaultStorage, Rng};
-use tiffany_wal::{Error, Lsn, RecoveryReport, Storage, SyncMode, Wal, WalConfig};
+use tiffany_wal::{
+    Archiver, Compression, Error, Lsn, RecoveryReport, Storage, SyncMode, Wal, WalConfig,
+};
 
 /// The directory of the log inside a [`FaultStorage`].
 pub(crate) const DIR: &str = "/wal";
@@ -24,6 +26,17 @@ pub(crate) fn config() -> WalConfig {
         soft_watermark: 1 << 40,
         hard_watermark: 1 << 41,
         ..WalConfig::default()
+    }
+}
+
+/// [`config`] with compression on, archived only by `Wal::archive` calls
+/// ([`Archiver::Manual`]), so that the sequence of storage operations
+/// stays the same on every run.
+pub(crate) fn compressed_config() -> WalConfig {
+    WalConfig {
+        compression: Compression::Lz4,
+        archiver: Archiver::Manual,
+        ..config()
     }
 }
 
@@ -332,5 +345,13 @@ pub(crate) fn check_recovered<S: Storage>(
 
 /// Opens the log in `storage` (recovering it).
 pub(crate) fn open(storage: &FaultStorage) -> Result<(Wal<FaultStorage>, RecoveryReport), Error> {
-    Wal::open_in(storage.clone(), DIR, config())
+    open_with(storage, config())
+}
+
+/// Opens the log in `storage` with `config` (recovering it).
+pub(crate) fn open_with(
+    storage: &FaultStorage,
+    config: WalConfig,
+) -> Result<(Wal<FaultStorage>, RecoveryReport), Error> {
+    Wal::open_in(storage.clone(), DIR, config)
 }

@@ -8,6 +8,81 @@
 //! - The types mirror the OpenAI chat-completions protocol (roles, tool
 //!   calls with an id, a name and JSON-encoded arguments) so that a journaled
 //!   conversation can be sent to any compatible server unchanged.
+//! - [`OpenAiCompatible`] sends a request to `POST {base}/chat/completions`
+//!   of Ollama, vLLM, a llama.cpp server or OpenAI ([`OpenAiConfig`]). Each
+//!   attempt passes a [circuit breaker](BreakerConfig) and has a timeout;
+//!   failed attempts are retried with jittered exponential backoff;
+//!   [`OpenAiCompatible::stats`] counts requests, retries, failures and
+//!   tokens ([`LlmStats`]).
+//! - [`Scripted`] is the offline, deterministic planner (the default of the
+//!   demo and of tests): a function of the conversation, or a list of
+//!   [`Step`]s indexed by [`LlmRequest::step`].
+//!
+//! # Guarantees
+//! - Nothing here is durable and no provider keeps conversation state: the
+//!   whole conversation travels in every [`LlmRequest`], so a journal that
+//!   recorded the responses can rebuild any step after a crash.
+//! - [`Scripted`] is a pure function of the conversation: the same messages
+//!   give the same answer, tool call ids (`call_<step>_<i>`) and estimated
+//!   usage, in any process.
+//! - [`OpenAiCompatible`] never blocks a thread: waits are tokio timers and
+//!   I/O, so it runs inside `tiffany-sched` tasks (whose workers enter a tokio
+//!   runtime) as well as on a plain tokio runtime. A completion takes at most
+//!   `(1 + max_retries)` request timeouts plus the backoff sleeps.
+//! - Which failures are retried, and which count against the circuit
+//!   breaker: transport errors, timeouts, HTTP 429 and 5xx, and malformed
+//!   bodies. Other 4xx answers are returned at once and count as a healthy
+//!   server (the request, not the server, is at fault).
+//!
+//! # Example
+//! ```
+//! use tiffany_llm::{LlmProvider, LlmRequest, Message, Scripted, Step};
+//!
+//! let planner = Scripted::steps(vec![
+//!     Step::call("search", serde_json::json!({"query": "rust"})),
+//!     Step::answer("Rust is a language."),
+//! ]);
+//! let mut request = LlmRequest {
+//!     messages: vec![Message::user("What is Rust?")],
+//!     ..LlmRequest::default()
+//! };
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+//!
+//! let first = rt.block_on(planner.complete(&request)).unwrap();
+//! assert_eq!(first.message.tool_calls[0].id, "call_0_0");
+//! assert_eq!(first.message.tool_calls[0].arguments, r#"{"query":"rust"}"#);
+//!
+//! request.messages.push(first.message);
+//! request.messages.push(Message::tool_result("call_0_0", "a language"));
+//! let second = rt.block_on(planner.complete(&request)).unwrap();
+//! assert_eq!(second.message.content, "Rust is a language.");
+//! ```
+//!
+//! Against a local Ollama (not run here):
+//! ```no_run
+//! use tiffany_llm::{OpenAiCompatible, OpenAiConfig};
+//!
+//! // The key, if any, comes from OPENAI_API_KEY.
+//! let config = OpenAiConfig::new("http://127.0.0.1:11434/v1", "qwen2.5:7b");
+//! let provider = OpenAiCompatible::new(config).unwrap();
+//! # let _ = provider;
+//! ```
+//!
+//! # Features
+//! - `rustls` (default): HTTPS through rustls with the system's root
+//!   certificates. Without it the client speaks plain HTTP only, which is
+//!   enough for a server on the same machine or network.
+
+mod breaker;
+mod openai;
+mod retry;
+mod scripted;
+mod serde_ms;
+mod wire;
+
+pub use breaker::{BreakerConfig, BreakerState};
+pub use openai::{LlmStats, OpenAiCompatible, OpenAiConfig, ToolCallContent};
+pub use scripted::{Scripted, Step};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -128,6 +203,31 @@ pub struct LlmRequest {
     pub max_tokens: Option<u32>,
 }
 
+impl LlmRequest {
+    /// The index of the step this request asks for: the number of assistant
+    /// messages after the last user message (all of them if there is no
+    /// user message). A pure function of the conversation, so a recovered
+    /// agent asks for the same step again.
+    pub fn step(&self) -> usize {
+        let start = self
+            .messages
+            .iter()
+            .rposition(|m| m.role == Role::User)
+            .map_or(0, |i| i + 1);
+        self.messages
+            .iter()
+            .skip(start)
+            .filter(|m| m.role == Role::Assistant)
+            .count()
+    }
+}
+
+/// The deterministic id of the `index`-th tool call of step `step`:
+/// `call_<step>_<index>`.
+fn call_id(step: usize, index: usize) -> String {
+    format!("call_{step}_{index}")
+}
+
 /// Tokens a completion used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -142,6 +242,30 @@ impl Usage {
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// An estimate for a server that reports no usage (and for [`Scripted`]):
+    /// one token per four characters, rounded up, of the texts, tool names
+    /// and arguments of `prompt` and of `answer`.
+    pub fn estimate(prompt: &[Message], answer: &Message) -> Usage {
+        let prompt_chars: usize = prompt.iter().map(message_chars).sum();
+        Usage {
+            prompt_tokens: tokens_of(prompt_chars),
+            completion_tokens: tokens_of(message_chars(answer)),
+        }
+    }
+}
+
+fn message_chars(message: &Message) -> usize {
+    let calls: usize = message
+        .tool_calls
+        .iter()
+        .map(|c| c.name.chars().count() + c.arguments.chars().count())
+        .sum();
+    message.content.chars().count() + calls
+}
+
+fn tokens_of(chars: usize) -> u64 {
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
 }
 
 /// A provider's answer.

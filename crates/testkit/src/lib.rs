@@ -1,5 +1,6 @@
 //! Test tools for Tiffany's durable crates: a storage that crashes, tears
-//! writes and fails on demand, and a seeded random number generator.
+//! writes and fails on demand, a seeded random number generator, and a mock
+//! OpenAI-compatible LLM server.
 //!
 //! # Overview
 //! - [`FaultStorage`] implements [`tiffany_wal::Storage`] in memory. Each
@@ -13,6 +14,12 @@
 //!   operations ([`OpKind`], [`Fault`]).
 //! - [`Rng`] is a SplitMix64 generator, so every random test replays from
 //!   its seed.
+//! - [`MockLlmServer`] speaks OpenAI's chat completions with tool calls over
+//!   real HTTP on `127.0.0.1` (so a child process can use it too). It checks
+//!   each request against the protocol, answers through a responder the test
+//!   supplies ([`MockRequest`] in, [`MockReply`] out), injects delays,
+//!   error statuses and malformed bodies on demand, and records every
+//!   request ([`RecordedRequest`]) with a fingerprint of its conversation.
 //!
 //! # The model (what survives a crash)
 //! - File bytes: a write changes what reads see at once; only
@@ -57,9 +64,13 @@
 //! None.
 
 mod fault;
+mod llm_server;
 mod rng;
 
 pub use fault::{
     Fault, FaultFile, FaultLock, FaultRule, FaultStorage, Op, OpKind, Outcome, SECTOR, Torn,
+};
+pub use llm_server::{
+    MockLlmServer, MockMessage, MockReply, MockRequest, MockToolCall, RecordedRequest,
 };
 pub use rng::Rng;

@@ -4,12 +4,65 @@
 //! - [`Skill`] is the trait: a name, a description, the JSON schema of its
 //!   arguments, whether it is idempotent, and an async `execute`.
 //! - [`Registry`] holds a node's skills; an agent sees only the skills it
-//!   was granted.
+//!   was granted ([`Grants`]). [`Registry::call`] is the runtime's one entry
+//!   point: grant check, JSON parsing, schema validation, timeout, execution.
+//! - [`Registry::tool_specs`] lists the granted skills as [`SkillSpec`]s,
+//!   which the agent turns into LLM tool specs.
+//! - [`BuiltinConfig`] configures the built-ins ([`builtins`]): `shell`,
+//!   `fs.read`, `fs.write`, `fs.list`, `wait` and `noop`.
+//!
+//! # Guarantees
+//! - A skill runs only with arguments that passed its schema. Schemas are
+//!   checked by a small validator for a subset of JSON Schema; a schema that
+//!   uses anything else is refused at registration (see
+//!   [`Registry::register`]), so no constraint is silently ignored.
+//! - Every path a built-in touches is confined to the agent's workspace:
+//!   relative, no `..`, and no symlink (at any depth, the final component
+//!   included) that resolves outside; a refused path creates nothing. The
+//!   check is made before use, not enforced by the kernel (see the
+//!   `workspace` module).
+//! - `shell` runs an allowlisted program, without a shell, in the
+//!   workspace, with a cleared environment, in its own process group that
+//!   is killed when the call ends or times out. It is not a sandbox: an
+//!   allowed program may touch any path it is given.
+//! - Every output is capped, and a cut is marked.
+//! - Nothing here is durable: whether a call ran is the journal's business;
+//!   [`Skill::idempotent`] tells it whether a call may be re-run.
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use tiffany_skills::{BuiltinConfig, Grants, Registry, SkillCtx, SkillError};
+//!
+//! let workspace = std::env::temp_dir();
+//! let registry = Registry::with_builtins(BuiltinConfig::default());
+//! let grants = Grants::only(["fs.*"]);
+//! assert_eq!(registry.tool_specs(&grants).len(), 3);
+//!
+//! let rt = tiffany_sched::Runtime::builder().workers(1).build().unwrap();
+//! let result = rt.block_on(async move {
+//!     let ctx = SkillCtx { workspace: &workspace, agent: "doc", timeout: Duration::from_secs(5) };
+//!     registry.call(&grants, "fs.read", r#"{"path": "../secret"}"#, ctx).await
+//! });
+//! assert_eq!(result, Err(SkillError::OutsideWorkspace("../secret".into())));
+//! ```
+//!
+//! # Features
+//! None. Unix only (process groups, `O_NOFOLLOW`). Every async function here
+//! runs inside a `tiffany-sched` task.
+
+mod builtins;
+mod registry;
+mod schema;
+mod workspace;
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
+
+pub use builtins::{BuiltinConfig, DEFAULT_SHELL_ALLOW, builtins};
+pub use registry::{Grants, RegisterError, Registry, SkillSpec};
 
 /// A boxed, sendable future, the return type of [`Skill::execute`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -76,6 +129,14 @@ pub trait Skill: Send + Sync {
     /// Whether running it twice has the same effect as once. A
     /// non-idempotent skill in flight at a crash is reported, not re-run.
     fn idempotent(&self) -> bool;
+
+    /// Whether this call, with these (validated) arguments, is idempotent.
+    /// Defaults to [`Skill::idempotent`]; a skill whose calls differ (a
+    /// read-only command against a commit) may decide per call.
+    fn idempotent_call(&self, args: &serde_json::Value) -> bool {
+        let _ = args;
+        self.idempotent()
+    }
 
     /// Runs the skill with arguments already validated against
     /// [`Skill::schema`].

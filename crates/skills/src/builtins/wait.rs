@@ -1,0 +1,65 @@
+//! `wait`: sleeps on the scheduler's timer. Idempotent (waiting again has no
+//! further effect); the duration is capped by the schema's `maximum`, so
+//! an over-long wait is refused before it starts.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{BuiltinConfig, BuiltinSkill};
+use crate::{SkillCtx, SkillError, SkillOutput};
+
+/// The `wait` skill.
+pub(super) struct Wait {
+    cap_ms: u64,
+}
+
+impl Wait {
+    pub(super) fn new(config: &BuiltinConfig) -> Wait {
+        Wait {
+            cap_ms: config.wait_cap_ms,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct WaitArgs {
+    ms: u64,
+}
+
+impl BuiltinSkill for Wait {
+    const NAME: &'static str = "wait";
+    const IDEMPOTENT: bool = true;
+    type Args = WaitArgs;
+
+    fn description(&self) -> String {
+        format!(
+            "Waits `ms` milliseconds (at most {}) before the next step.",
+            self.cap_ms
+        )
+    }
+
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "ms": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": self.cap_ms,
+                    "description": "How long to wait, in milliseconds."
+                }
+            },
+            "required": ["ms"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn run(&self, _ctx: SkillCtx<'_>, args: WaitArgs) -> Result<SkillOutput, SkillError> {
+        tiffany_sched::sleep(Duration::from_millis(args.ms)).await;
+        Ok(SkillOutput {
+            content: format!("waited {} ms", args.ms),
+        })
+    }
+}

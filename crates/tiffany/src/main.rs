@@ -14,6 +14,9 @@ use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Parser, Subcommand};
 use tiffany_bench::{CHILD_SUBCOMMAND, Machine, Metric, Options, Suite};
 
+mod config;
+mod demo_plan;
+mod node_cmd;
 mod wal_cmd;
 
 /// A node allocates one small object per task and per message, by the
@@ -29,8 +32,9 @@ const EXIT_FAILURE: u8 = 1;
 ///
 /// Tiffany runs many agents as cooperative tasks on a thread-per-core
 /// scheduler with priorities and per-agent feedback. This command is its
-/// entry point; today it runs the benchmark suites (`perf-test`) and looks
-/// into write-ahead logs (`wal`).
+/// entry point: it runs the demo workload (`demo`), one instruction (`run`),
+/// shows a node's tasks (`tasks`), runs the benchmark suites (`perf-test`)
+/// and looks into write-ahead logs (`wal`).
 #[derive(Debug, Parser)]
 #[command(
     name = "tiffany",
@@ -42,10 +46,31 @@ const EXIT_FAILURE: u8 = 1;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    node: node_cmd::NodeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the demo workload: many agents, each maintaining a small release
+    /// with real `git`, `sha256sum` and file calls, journaled to a real WAL.
+    ///
+    /// Kill it at any moment (even with SIGKILL) and run it again with the
+    /// same --data-dir: it resumes the unfinished tasks without redoing
+    /// journaled steps, and says how many it resumed.
+    #[command(after_long_help = DEMO_EXAMPLES)]
+    Demo(node_cmd::DemoArgs),
+
+    /// Run one instruction on one agent and print its live activity.
+    ///
+    /// Without --llm the offline planner runs the instruction as one
+    /// command line through the `shell` skill.
+    Run(node_cmd::RunArgs),
+
+    /// Show the tasks recorded in a node's journal (read-only).
+    #[command(subcommand)]
+    Tasks(node_cmd::TasksCommand),
+
     /// Run the performance suites and compare Tiffany against peer runtimes.
     ///
     /// Each suite runs Tiffany's hot paths and the same workloads on peer
@@ -75,6 +100,14 @@ enum Command {
         args: Vec<String>,
     },
 }
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  tiffany demo                               1,000 agents in a fresh directory
+  tiffany demo --agents 50 --data-dir d      50 agents; rerun on d to resume after a kill
+  tiffany tasks list --data-dir d --json     what the run left
+
+Configuration: --config FILE (TOML) and TIFFANY_* variables; see docs/configuration.md.";
 
 const PERF_TEST_EXAMPLES: &str = "\
 Examples:
@@ -115,8 +148,11 @@ fn suite_parser() -> impl clap::builder::TypedValueParser<Value = Suite> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, &cli.node) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`tiffany tasks list | head`) is the reader's
+        // choice, not an error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -127,8 +163,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<()> {
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let kind = match cause.downcast_ref::<std::io::Error>() {
+            Some(e) => Some(e.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(command: Command, node: &node_cmd::NodeArgs) -> Result<()> {
     match command {
+        Command::Demo(args) => node_cmd::demo(node, &args),
+        Command::Run(args) => node_cmd::run(node, &args),
+        Command::Tasks(command) => node_cmd::tasks(&command),
         Command::PerfTest(args) => perf_test(&args),
         Command::Wal(command) => wal_cmd::run(command),
         Command::BenchChild { name, args } => {

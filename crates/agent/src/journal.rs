@@ -1,0 +1,668 @@
+//! The journal: what a node writes to its WAL, one record per event.
+//!
+//! # Layout
+//! Each WAL record is one event: a schema version byte ([`SCHEMA_VERSION`]),
+//! a kind byte, then the kind's fields (see [`crate::codec`]). Node-wide
+//! events (agents, snapshots, shutdown) go to stream [`NODE_STREAM`]; a
+//! task's events go to its agent's stream, so `wal dump --stream N` shows
+//! one agent.
+//!
+//! # Invariants
+//! - The conversation is journaled as deltas: a task's instruction once,
+//!   then each step's assistant message and each tool result once. Nothing
+//!   is ever re-journaled, so the journal grows linearly with steps.
+//! - Decoding rejects unknown versions and kinds with a typed error; it
+//!   never panics on any input.
+
+use tiffany_llm::{Message, ToolCall, Usage};
+
+use crate::codec::{Decoder, Encoder};
+
+/// The version written in the first byte of every record.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// The WAL stream of node-wide events.
+pub const NODE_STREAM: u64 = 0;
+
+/// A journal record that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    /// Written by a newer Tiffany.
+    #[error(
+        "journal schema version {0} is not supported (this build reads version {SCHEMA_VERSION})"
+    )]
+    UnsupportedVersion(u8),
+    /// An event kind this build does not know.
+    #[error("unknown journal event kind {0}")]
+    UnknownKind(u8),
+    /// The bytes do not decode.
+    #[error("malformed journal record at byte {offset}: expected {what}")]
+    Malformed {
+        /// Offset in the record.
+        offset: usize,
+        /// What was expected there.
+        what: &'static str,
+    },
+}
+
+/// A scheduling class, as journaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// Runs before everything else.
+    Critical,
+    /// The default.
+    #[default]
+    Normal,
+    /// Runs when nothing else is ready; parked first under overload.
+    Background,
+}
+
+impl Priority {
+    fn code(self) -> u8 {
+        match self {
+            Priority::Critical => 0,
+            Priority::Normal => 1,
+            Priority::Background => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Priority> {
+        Some(match code {
+            0 => Priority::Critical,
+            1 => Priority::Normal,
+            2 => Priority::Background,
+            _ => return None,
+        })
+    }
+
+    /// The lowercase name (`critical`, `normal`, `background`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::Normal => "normal",
+            Priority::Background => "background",
+        }
+    }
+}
+
+/// An agent's definition, journaled when it is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSpec {
+    /// The node-unique id; also the agent's WAL stream.
+    pub id: u64,
+    /// The node-unique name.
+    pub name: String,
+    /// The memory namespace.
+    pub namespace: String,
+    /// Granted skills (`*` grants all, `fs.*` a family).
+    pub grants: Vec<String>,
+    /// The scheduling class of its tasks.
+    pub priority: Priority,
+    /// Its workspace directory.
+    pub workspace: String,
+}
+
+/// One journal event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An agent was created.
+    AgentCreated(AgentSpec),
+    /// A task received its instruction.
+    TaskStarted {
+        /// Task id.
+        task: u64,
+        /// Owning agent.
+        agent: u64,
+        /// The system prompt the conversation starts with.
+        system: String,
+        /// The instruction.
+        instruction: String,
+        /// Wall-clock start, milliseconds since the Unix epoch.
+        started_ms: u64,
+        /// The task that spawned it, if any.
+        parent: Option<u64>,
+    },
+    /// The planner is about to be asked (fingerprint of the request).
+    LlmRequested {
+        /// Task id.
+        task: u64,
+        /// The step (0-based).
+        step: u32,
+        /// FNV-1a of the request's conversation and tools.
+        fingerprint: u64,
+    },
+    /// The planner answered.
+    LlmResponded {
+        /// Task id.
+        task: u64,
+        /// The step.
+        step: u32,
+        /// The final answer text, if no tool calls.
+        content: String,
+        /// The tool calls.
+        tool_calls: Vec<ToolCall>,
+        /// Tokens used.
+        usage: Usage,
+    },
+    /// A skill call began.
+    SkillStarted {
+        /// Task id.
+        task: u64,
+        /// The step.
+        step: u32,
+        /// Index of the call in the step's tool calls.
+        call: u32,
+    },
+    /// A skill call ended; `content` is the observation the planner sees.
+    SkillFinished {
+        /// Task id.
+        task: u64,
+        /// The step.
+        step: u32,
+        /// Index of the call.
+        call: u32,
+        /// Whether the skill succeeded.
+        ok: bool,
+        /// The observation (output or error text).
+        content: String,
+    },
+    /// A non-idempotent skill was found in flight after a crash: it is not
+    /// run again, and the planner sees an error for it.
+    SkillInterrupted {
+        /// Task id.
+        task: u64,
+        /// The step.
+        step: u32,
+        /// Index of the call.
+        call: u32,
+    },
+    /// The task was parked by overload control.
+    Parked {
+        /// Task id.
+        task: u64,
+    },
+    /// The task was unparked.
+    Unparked {
+        /// Task id.
+        task: u64,
+    },
+    /// The task concluded with a final answer.
+    TaskCompleted {
+        /// Task id.
+        task: u64,
+        /// The answer.
+        answer: String,
+    },
+    /// The task failed.
+    TaskFailed {
+        /// Task id.
+        task: u64,
+        /// Why.
+        error: String,
+    },
+    /// The task was cancelled.
+    TaskCancelled {
+        /// Task id.
+        task: u64,
+    },
+    /// A compressed snapshot of every task, written before a WAL checkpoint
+    /// so that replay can start there.
+    Snapshot {
+        /// lz4-compressed snapshot (see `crate::state`).
+        compressed: Vec<u8>,
+    },
+    /// The node shut down cleanly.
+    Shutdown,
+}
+
+impl Event {
+    /// The task this event belongs to, if any.
+    pub fn task(&self) -> Option<u64> {
+        match self {
+            Event::TaskStarted { task, .. }
+            | Event::LlmRequested { task, .. }
+            | Event::LlmResponded { task, .. }
+            | Event::SkillStarted { task, .. }
+            | Event::SkillFinished { task, .. }
+            | Event::SkillInterrupted { task, .. }
+            | Event::Parked { task }
+            | Event::Unparked { task }
+            | Event::TaskCompleted { task, .. }
+            | Event::TaskFailed { task, .. }
+            | Event::TaskCancelled { task } => Some(*task),
+            Event::AgentCreated(_) | Event::Snapshot { .. } | Event::Shutdown => None,
+        }
+    }
+
+    /// The event's name, as `wal dump` prints it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::AgentCreated(_) => "agent_created",
+            Event::TaskStarted { .. } => "task_started",
+            Event::LlmRequested { .. } => "llm_requested",
+            Event::LlmResponded { .. } => "llm_responded",
+            Event::SkillStarted { .. } => "skill_started",
+            Event::SkillFinished { .. } => "skill_finished",
+            Event::SkillInterrupted { .. } => "skill_interrupted",
+            Event::Parked { .. } => "parked",
+            Event::Unparked { .. } => "unparked",
+            Event::TaskCompleted { .. } => "task_completed",
+            Event::TaskFailed { .. } => "task_failed",
+            Event::TaskCancelled { .. } => "task_cancelled",
+            Event::Snapshot { .. } => "snapshot",
+            Event::Shutdown => "shutdown",
+        }
+    }
+
+    /// The assistant message of an [`Event::LlmResponded`].
+    pub fn assistant_message(content: &str, tool_calls: &[ToolCall]) -> Message {
+        if tool_calls.is_empty() {
+            Message::assistant(content)
+        } else {
+            let mut m = Message::tool_calls(tool_calls.to_vec());
+            m.content = content.to_owned();
+            m
+        }
+    }
+
+    /// Encodes the event as one WAL record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        self.encode_into(&mut e);
+        e.buf
+    }
+
+    pub(crate) fn encode_into(&self, e: &mut Encoder) {
+        e.u8(SCHEMA_VERSION);
+        match self {
+            Event::AgentCreated(a) => {
+                e.u8(1);
+                e.varint(a.id);
+                e.str(&a.name);
+                e.str(&a.namespace);
+                e.varint(a.grants.len() as u64);
+                for g in &a.grants {
+                    e.str(g);
+                }
+                e.u8(a.priority.code());
+                e.str(&a.workspace);
+            }
+            Event::TaskStarted {
+                task,
+                agent,
+                system,
+                instruction,
+                started_ms,
+                parent,
+            } => {
+                e.u8(2);
+                e.varint(*task);
+                e.varint(*agent);
+                e.str(system);
+                e.str(instruction);
+                e.varint(*started_ms);
+                e.opt_varint(*parent);
+            }
+            Event::LlmRequested {
+                task,
+                step,
+                fingerprint,
+            } => {
+                e.u8(3);
+                e.varint(*task);
+                e.varint(u64::from(*step));
+                e.u64_fixed(*fingerprint);
+            }
+            Event::LlmResponded {
+                task,
+                step,
+                content,
+                tool_calls,
+                usage,
+            } => {
+                e.u8(4);
+                e.varint(*task);
+                e.varint(u64::from(*step));
+                e.str(content);
+                e.varint(tool_calls.len() as u64);
+                for c in tool_calls {
+                    e.str(&c.id);
+                    e.str(&c.name);
+                    e.str(&c.arguments);
+                }
+                e.varint(usage.prompt_tokens);
+                e.varint(usage.completion_tokens);
+            }
+            Event::SkillStarted { task, step, call } => {
+                e.u8(5);
+                e.varint(*task);
+                e.varint(u64::from(*step));
+                e.varint(u64::from(*call));
+            }
+            Event::SkillFinished {
+                task,
+                step,
+                call,
+                ok,
+                content,
+            } => {
+                e.u8(6);
+                e.varint(*task);
+                e.varint(u64::from(*step));
+                e.varint(u64::from(*call));
+                e.u8(u8::from(*ok));
+                e.str(content);
+            }
+            Event::Parked { task } => {
+                e.u8(7);
+                e.varint(*task);
+            }
+            Event::Unparked { task } => {
+                e.u8(8);
+                e.varint(*task);
+            }
+            Event::TaskCompleted { task, answer } => {
+                e.u8(9);
+                e.varint(*task);
+                e.str(answer);
+            }
+            Event::TaskFailed { task, error } => {
+                e.u8(10);
+                e.varint(*task);
+                e.str(error);
+            }
+            Event::TaskCancelled { task } => {
+                e.u8(11);
+                e.varint(*task);
+            }
+            Event::Snapshot { compressed } => {
+                e.u8(12);
+                e.bytes(compressed);
+            }
+            Event::Shutdown => e.u8(13),
+            Event::SkillInterrupted { task, step, call } => {
+                e.u8(14);
+                e.varint(*task);
+                e.varint(u64::from(*step));
+                e.varint(u64::from(*call));
+            }
+        }
+    }
+
+    /// Decodes one WAL record.
+    pub fn decode(bytes: &[u8]) -> Result<Event, JournalError> {
+        let mut d = Decoder::new(bytes);
+        let event = Event::decode_from(&mut d)?;
+        d.finish()?;
+        Ok(event)
+    }
+
+    pub(crate) fn decode_from(d: &mut Decoder<'_>) -> Result<Event, JournalError> {
+        let version = d.u8()?;
+        if version != SCHEMA_VERSION {
+            return Err(JournalError::UnsupportedVersion(version));
+        }
+        let kind = d.u8()?;
+        Ok(match kind {
+            1 => {
+                let id = d.varint()?;
+                let name = d.string()?;
+                let namespace = d.string()?;
+                let grants = (0..d.count()?)
+                    .map(|_| d.string())
+                    .collect::<Result<_, _>>()?;
+                let priority = Priority::from_code(d.u8()?).ok_or(JournalError::Malformed {
+                    offset: 0,
+                    what: "a priority code",
+                })?;
+                let workspace = d.string()?;
+                Event::AgentCreated(AgentSpec {
+                    id,
+                    name,
+                    namespace,
+                    grants,
+                    priority,
+                    workspace,
+                })
+            }
+            2 => Event::TaskStarted {
+                task: d.varint()?,
+                agent: d.varint()?,
+                system: d.string()?,
+                instruction: d.string()?,
+                started_ms: d.varint()?,
+                parent: d.opt_varint()?,
+            },
+            3 => Event::LlmRequested {
+                task: d.varint()?,
+                step: d.u32()?,
+                fingerprint: d.u64_fixed()?,
+            },
+            4 => {
+                let task = d.varint()?;
+                let step = d.u32()?;
+                let content = d.string()?;
+                let tool_calls = (0..d.count()?)
+                    .map(|_| {
+                        Ok(ToolCall {
+                            id: d.string()?,
+                            name: d.string()?,
+                            arguments: d.string()?,
+                        })
+                    })
+                    .collect::<Result<_, JournalError>>()?;
+                let usage = Usage {
+                    prompt_tokens: d.varint()?,
+                    completion_tokens: d.varint()?,
+                };
+                Event::LlmResponded {
+                    task,
+                    step,
+                    content,
+                    tool_calls,
+                    usage,
+                }
+            }
+            5 => Event::SkillStarted {
+                task: d.varint()?,
+                step: d.u32()?,
+                call: d.u32()?,
+            },
+            6 => Event::SkillFinished {
+                task: d.varint()?,
+                step: d.u32()?,
+                call: d.u32()?,
+                ok: d.bool()?,
+                content: d.string()?,
+            },
+            7 => Event::Parked { task: d.varint()? },
+            8 => Event::Unparked { task: d.varint()? },
+            9 => Event::TaskCompleted {
+                task: d.varint()?,
+                answer: d.string()?,
+            },
+            10 => Event::TaskFailed {
+                task: d.varint()?,
+                error: d.string()?,
+            },
+            11 => Event::TaskCancelled { task: d.varint()? },
+            12 => Event::Snapshot {
+                compressed: d.bytes()?.to_vec(),
+            },
+            13 => Event::Shutdown,
+            14 => Event::SkillInterrupted {
+                task: d.varint()?,
+                step: d.u32()?,
+                call: d.u32()?,
+            },
+            other => return Err(JournalError::UnknownKind(other)),
+        })
+    }
+}
+
+/// FNV-1a over a planner request's conversation and tool names: the
+/// fingerprint journaled with [`Event::LlmRequested`], compared by audit
+/// replay.
+pub fn fingerprint(messages: &[Message], tools: &[String]) -> u64 {
+    let mut h = Fnv::default();
+    for m in messages {
+        h.write(&[m.role as u8]);
+        h.write(m.content.as_bytes());
+        for c in &m.tool_calls {
+            h.write(c.id.as_bytes());
+            h.write(c.name.as_bytes());
+            h.write(c.arguments.as_bytes());
+        }
+        if let Some(id) = &m.tool_call_id {
+            h.write(id.as_bytes());
+        }
+        h.write(&[0xff]);
+    }
+    for t in tools {
+        h.write(t.as_bytes());
+    }
+    h.0
+}
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Event> {
+        vec![
+            Event::AgentCreated(AgentSpec {
+                id: 7,
+                name: "a".into(),
+                namespace: "ns".into(),
+                grants: vec!["fs.*".into(), "shell".into()],
+                priority: Priority::Background,
+                workspace: "/w".into(),
+            }),
+            Event::TaskStarted {
+                task: 1,
+                agent: 7,
+                system: "sys".into(),
+                instruction: "do it".into(),
+                started_ms: 1_700_000_000_000,
+                parent: Some(3),
+            },
+            Event::LlmRequested {
+                task: 1,
+                step: 0,
+                fingerprint: u64::MAX,
+            },
+            Event::LlmResponded {
+                task: 1,
+                step: 0,
+                content: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "c".into(),
+                    name: "shell".into(),
+                    arguments: "{}".into(),
+                }],
+                usage: Usage {
+                    prompt_tokens: 10,
+                    completion_tokens: 3,
+                },
+            },
+            Event::SkillStarted {
+                task: 1,
+                step: 0,
+                call: 0,
+            },
+            Event::SkillFinished {
+                task: 1,
+                step: 0,
+                call: 0,
+                ok: false,
+                content: "boom".into(),
+            },
+            Event::SkillInterrupted {
+                task: 1,
+                step: 2,
+                call: 3,
+            },
+            Event::Parked { task: 1 },
+            Event::Unparked { task: 1 },
+            Event::TaskCompleted {
+                task: 1,
+                answer: "done".into(),
+            },
+            Event::TaskFailed {
+                task: 2,
+                error: "budget".into(),
+            },
+            Event::TaskCancelled { task: 3 },
+            Event::Snapshot {
+                compressed: vec![1, 2, 3],
+            },
+            Event::Shutdown,
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        for event in samples() {
+            assert_eq!(Event::decode(&event.encode()).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_trailing_byte_is_an_error() {
+        for event in samples() {
+            let bytes = event.encode();
+            for cut in 0..bytes.len() {
+                assert!(
+                    Event::decode(&bytes[..cut]).is_err(),
+                    "{event:?} cut at {cut}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Event::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_versions_and_kinds_are_typed() {
+        assert_eq!(
+            Event::decode(&[9, 1]),
+            Err(JournalError::UnsupportedVersion(9))
+        );
+        assert_eq!(
+            Event::decode(&[SCHEMA_VERSION, 200]),
+            Err(JournalError::UnknownKind(200))
+        );
+    }
+
+    #[test]
+    fn bit_flips_never_panic() {
+        for event in samples() {
+            let bytes = event.encode();
+            for i in 0..bytes.len() {
+                for bit in 0..8 {
+                    let mut b = bytes.clone();
+                    b[i] ^= 1 << bit;
+                    let _ = Event::decode(&b);
+                }
+            }
+        }
+    }
+}

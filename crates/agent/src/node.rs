@@ -1,0 +1,724 @@
+//! The node: one scheduler, one journal, the skills and the planner, and
+//! every agent and task they run.
+//!
+//! # Invariants
+//! - Every state change is an [`Event`] appended to the WAL and applied to
+//!   the [`Table`] under the table lock, in that order, so the table is
+//!   always what replaying the journal up to `wal.last_lsn()` gives.
+//! - A snapshot is encoded and appended under the same lock, then the WAL
+//!   is checkpointed just before it: recovery reads the snapshot and applies
+//!   only what follows.
+//! - With [`SyncMode::Data`], a task waits for durability before it runs a
+//!   skill (so a skill that ran is always known to have started) and before
+//!   it reports completion or failure. Other events ride along with the
+//!   next sync: losing them in a crash only repeats work that was never
+//!   acknowledged.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tiffany_llm::LlmProvider;
+use tiffany_sched::{Group, GroupConfig, JoinHandle, Runtime};
+use tiffany_skills::{Grants, Registry};
+use tiffany_wal::{Lsn, SyncMode, Wal, WalConfig};
+
+use crate::journal::{AgentSpec, Event, JournalError, NODE_STREAM, Priority};
+use crate::pal::{Activity, ActivityKind, Pal};
+use crate::state::{Table, TaskState};
+use crate::stats::CycleStats;
+
+/// Limits on one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    /// Planner answers per task (default 32).
+    pub max_steps: u32,
+    /// Prompt plus completion tokens per task (default 1,000,000).
+    pub max_tokens: u64,
+    /// Wall time from the task's start, across restarts (default 1 hour).
+    pub max_wall: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Budgets {
+        Budgets {
+            max_steps: 32,
+            max_tokens: 1_000_000,
+            max_wall: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How a node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where the journal (`wal/`) and the agents' workspaces
+    /// (`workspaces/<agent>/`) live.
+    pub data_dir: PathBuf,
+    /// Scheduler worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Durability of journal events (default [`SyncMode::Data`]: a step is
+    /// journaled with an `fdatasync` before its skill runs).
+    pub sync: SyncMode,
+    /// The WAL's own settings.
+    pub wal: WalConfig,
+    /// Per-task limits.
+    pub budgets: Budgets,
+    /// Longest a skill call may take (default 60 s).
+    pub skill_timeout: Duration,
+    /// Journal bytes between snapshots (default 32 MiB): bounds replay at
+    /// boot.
+    pub snapshot_every_bytes: u64,
+    /// Events the activity bus keeps for slow subscribers (default 4,096).
+    pub pal_capacity: usize,
+    /// The system prompt every task starts with.
+    pub system_prompt: String,
+}
+
+impl NodeConfig {
+    /// Defaults, with the data under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            workers: None,
+            sync: SyncMode::Data,
+            wal: WalConfig::default(),
+            budgets: Budgets::default(),
+            skill_timeout: Duration::from_secs(60),
+            snapshot_every_bytes: 32 << 20,
+            pal_capacity: 4096,
+            system_prompt:
+                "You are an agent of a Tiffany node. Use the tools you are given to carry out \
+                            the instruction, then answer with a short summary."
+                    .to_owned(),
+        }
+    }
+
+    /// The journal's directory.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    /// The directory of an agent's workspace.
+    pub fn workspace_of(&self, agent: &str) -> PathBuf {
+        self.data_dir.join("workspaces").join(agent)
+    }
+}
+
+/// What an agent is created with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentOptions {
+    /// Node-unique name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Memory namespace (default: the name).
+    pub namespace: Option<String>,
+    /// Granted skills (default `*`: all).
+    pub grants: Vec<String>,
+    /// Scheduling class of its tasks.
+    pub priority: Priority,
+}
+
+impl AgentOptions {
+    /// An agent with all skills at normal priority.
+    pub fn new(name: impl Into<String>) -> AgentOptions {
+        AgentOptions {
+            name: name.into(),
+            namespace: None,
+            grants: vec!["*".to_owned()],
+            priority: Priority::Normal,
+        }
+    }
+}
+
+/// Errors of the node API.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The journal failed (I/O, corruption, a poisoned log).
+    #[error(transparent)]
+    Wal(#[from] tiffany_wal::Error),
+    /// A journal record does not decode.
+    #[error("journal record {lsn} (stream {stream}) is unreadable: {source}")]
+    Journal {
+        /// Its LSN.
+        lsn: Lsn,
+        /// Its stream.
+        stream: u64,
+        /// Why.
+        source: JournalError,
+    },
+    /// The scheduler did not start.
+    #[error("cannot start the scheduler: {0}")]
+    Sched(#[from] tiffany_sched::Error),
+    /// A file-system operation outside the journal failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No agent has this id or name.
+    #[error("no agent `{0}`")]
+    UnknownAgent(String),
+    /// An agent with this name exists.
+    #[error("an agent named `{0}` already exists")]
+    DuplicateAgent(String),
+    /// The agent name is not usable as a directory name.
+    #[error(
+        "invalid agent name `{0}`: use letters, digits, `-`, `_` and `.` (not starting with `.`)"
+    )]
+    InvalidAgentName(String),
+    /// The node was opened read-only.
+    #[error("the node was opened for inspection only")]
+    ReadOnly,
+}
+
+/// What [`Node::open`] found in the journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Journal records applied (after the snapshot, if any).
+    pub records: u64,
+    /// The LSN of the snapshot recovery started from.
+    pub snapshot: Option<Lsn>,
+    /// Whether the previous run shut down cleanly.
+    pub clean_shutdown: bool,
+    /// Agents known.
+    pub agents: usize,
+    /// Tasks already finished.
+    pub finished: usize,
+    /// Unfinished tasks continued (or, when inspecting, that would be).
+    pub resumed: usize,
+}
+
+/// Counters a node keeps while it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Tasks by status name.
+    pub by_status: Vec<(&'static str, usize)>,
+    /// Planner answers journaled, all tasks.
+    pub steps: u64,
+    /// Plan -> execute -> observe cycles measured in this run.
+    pub cycles: u64,
+    /// Cycle time percentiles (microseconds): p50, p99.
+    pub cycle_p50_us: u64,
+    /// See `cycle_p50_us`.
+    pub cycle_p99_us: u64,
+    /// Snapshots written in this run.
+    pub snapshots: u64,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) config: NodeConfig,
+    pub(crate) wal: Wal,
+    pub(crate) table: Mutex<Table>,
+    /// Signalled whenever a task finishes.
+    pub(crate) finished: Condvar,
+    pub(crate) llm: Arc<dyn LlmProvider>,
+    pub(crate) skills: Arc<Registry>,
+    pub(crate) pal: Pal,
+    pub(crate) cycles: CycleStats,
+    groups: Mutex<HashMap<u64, Group>>,
+    handles: Mutex<HashMap<u64, JoinHandle<()>>>,
+    bytes_since_snapshot: AtomicU64,
+    /// Set by the append that crosses `snapshot_every_bytes`; the first
+    /// journaling call to clear it writes the snapshot, outside the lock.
+    snapshot_due: AtomicBool,
+    snapshots: AtomicU64,
+}
+
+/// A running node.
+pub struct Node {
+    inner: Arc<NodeInner>,
+    runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads the journal into a table: from the newest snapshot, then every
+/// later event.
+fn recover_table(wal: &Wal) -> Result<(Table, Recovery), NodeError> {
+    let from = match wal.latest_checkpoint()? {
+        Some(checkpoint) => Lsn(checkpoint.lsn.0 + 1),
+        None => wal.first_lsn()?,
+    };
+    let mut table = Table::default();
+    let mut recovery = Recovery::default();
+    let records = if from > wal.last_lsn() {
+        None
+    } else {
+        Some(wal.replay(from..)?)
+    };
+    for record in records.into_iter().flatten() {
+        let record = record?;
+        if record.is_checkpoint() {
+            continue;
+        }
+        let event = Event::decode(record.payload()).map_err(|source| NodeError::Journal {
+            lsn: record.lsn(),
+            stream: record.stream(),
+            source,
+        })?;
+        if matches!(event, Event::Snapshot { .. }) {
+            recovery.snapshot = Some(record.lsn());
+        }
+        table.apply(&event).map_err(|source| NodeError::Journal {
+            lsn: record.lsn(),
+            stream: record.stream(),
+            source,
+        })?;
+        recovery.records += 1;
+    }
+    recovery.clean_shutdown = table.clean_shutdown;
+    recovery.agents = table.agents.len();
+    recovery.finished = table
+        .tasks
+        .values()
+        .filter(|t| t.status.is_terminal())
+        .count();
+    recovery.resumed = table.tasks.len() - recovery.finished;
+    Ok((table, recovery))
+}
+
+/// Reads a node's journal without running anything (the `inspect` recovery
+/// mode): the table as the journal leaves it, and what a resume would do.
+pub fn inspect(data_dir: &Path) -> Result<(Table, Recovery), NodeError> {
+    let config = NodeConfig::new(data_dir);
+    let (wal, _) = Wal::open_read_only(config.wal_dir(), config.wal.clone())?;
+    recover_table(&wal)
+}
+
+impl Node {
+    /// Opens (or creates) the node under `config.data_dir`, replays its
+    /// journal and continues every unfinished task (the `resume` mode).
+    pub fn open(
+        config: NodeConfig,
+        llm: Arc<dyn LlmProvider>,
+        skills: Arc<Registry>,
+    ) -> Result<(Node, Recovery), NodeError> {
+        let wal = Wal::open(config.wal_dir(), config.wal.clone())?;
+        let (table, recovery) = recover_table(&wal)?;
+        let mut builder = Runtime::builder().thread_name("tiffany-agent");
+        if let Some(workers) = config.workers {
+            builder = builder.workers(workers);
+        }
+        let runtime = builder.build()?;
+        let pal = Pal::new(config.pal_capacity);
+        let inner = Arc::new(NodeInner {
+            config,
+            wal,
+            table: Mutex::new(table),
+            finished: Condvar::new(),
+            llm,
+            skills,
+            pal,
+            cycles: CycleStats::default(),
+            groups: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            bytes_since_snapshot: AtomicU64::new(0),
+            snapshot_due: AtomicBool::new(false),
+            snapshots: AtomicU64::new(0),
+        });
+        let node = Node {
+            inner,
+            runtime: Some(runtime),
+        };
+        let unfinished: Vec<(u64, u64)> = node
+            .inner
+            .table()
+            .tasks
+            .values()
+            .filter(|t| !t.status.is_terminal())
+            .map(|t| (t.id, t.agent))
+            .collect();
+        for (task, agent) in unfinished {
+            node.start(task, agent, true);
+        }
+        Ok((node, recovery))
+    }
+
+    /// The activity bus.
+    pub fn pal(&self) -> &Pal {
+        &self.inner.pal
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Creates an agent (journaled with the next sync; see [`Node::flush`])
+    /// and its workspace directory.
+    pub fn create_agent(&self, options: AgentOptions) -> Result<u64, NodeError> {
+        let name = options.name;
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(NodeError::InvalidAgentName(name));
+        }
+        let workspace = self.inner.config.workspace_of(&name);
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "called from the embedding thread, not from a task"
+        )]
+        std::fs::create_dir_all(&workspace).map_err(|source| NodeError::Io {
+            what: "create the workspace",
+            path: workspace.clone(),
+            source,
+        })?;
+        let mut table = self.inner.table();
+        if table.agents.values().any(|a| a.name == name) {
+            return Err(NodeError::DuplicateAgent(name));
+        }
+        let spec = AgentSpec {
+            id: table.next_agent_id(),
+            namespace: options.namespace.unwrap_or_else(|| name.clone()),
+            name,
+            grants: options.grants,
+            priority: options.priority,
+            workspace: workspace.to_string_lossy().into_owned(),
+        };
+        let id = spec.id;
+        self.inner
+            .append_locked(&mut table, NODE_STREAM, &Event::AgentCreated(spec))?;
+        Ok(id)
+    }
+
+    /// The id of the agent named `name`.
+    pub fn agent_id(&self, name: &str) -> Option<u64> {
+        self.inner
+            .table()
+            .agents
+            .values()
+            .find(|a| a.name == name)
+            .map(|a| a.id)
+    }
+
+    /// Gives `agent` a task: journals its instruction and starts its ReAct
+    /// loop. The task is durable once [`Node::flush`] returns or its first
+    /// skill starts.
+    pub fn submit(&self, agent: u64, instruction: &str) -> Result<u64, NodeError> {
+        let task = {
+            let mut table = self.inner.table();
+            if !table.agents.contains_key(&agent) {
+                return Err(NodeError::UnknownAgent(agent.to_string()));
+            }
+            let task = table.next_task_id();
+            let event = Event::TaskStarted {
+                task,
+                agent,
+                system: self.inner.config.system_prompt.clone(),
+                instruction: instruction.to_owned(),
+                started_ms: now_ms(),
+                parent: None,
+            };
+            self.inner.append_locked(&mut table, agent, &event)?;
+            task
+        };
+        self.start(task, agent, false);
+        Ok(task)
+    }
+
+    /// Makes everything journaled so far durable.
+    pub fn flush(&self) -> Result<(), NodeError> {
+        Ok(self.inner.wal.flush()?)
+    }
+
+    /// A copy of one task's state.
+    pub fn task(&self, task: u64) -> Option<TaskState> {
+        self.inner.table().tasks.get(&task).cloned()
+    }
+
+    /// A copy of the whole table.
+    pub fn table(&self) -> Table {
+        self.inner.table().clone()
+    }
+
+    /// Blocks the calling thread until `task` is finished or `timeout`
+    /// passes; returns its state either way.
+    pub fn wait(&self, task: u64, timeout: Duration) -> Option<TaskState> {
+        let table = self.inner.table();
+        let (table, _) = self
+            .inner
+            .finished
+            .wait_timeout_while(table, timeout, |t| {
+                t.tasks.get(&task).is_some_and(|t| !t.status.is_terminal())
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.tasks.get(&task).cloned()
+    }
+
+    /// Blocks until no task is unfinished or `timeout` passes; returns the
+    /// number still unfinished.
+    pub fn wait_idle(&self, timeout: Duration) -> usize {
+        let table = self.inner.table();
+        let (table, _) = self
+            .inner
+            .finished
+            .wait_timeout_while(table, timeout, |t| {
+                t.tasks.values().any(|t| !t.status.is_terminal())
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table
+            .tasks
+            .values()
+            .filter(|t| !t.status.is_terminal())
+            .count()
+    }
+
+    /// Cancels a task: journals it durably and drops its loop at its
+    /// current await. Returns whether the task was still unfinished.
+    pub fn cancel(&self, task: u64) -> Result<bool, NodeError> {
+        let written = self.inner.conclude(task, &Event::TaskCancelled { task })?;
+        if let Some(handle) = self.inner.handles().remove(&task) {
+            handle.abort();
+        }
+        if written.is_some() {
+            self.flush()?;
+        }
+        Ok(written.is_some())
+    }
+
+    /// Counters and cycle times of this run.
+    pub fn stats(&self) -> NodeStats {
+        let table = self.inner.table();
+        let mut by_status: Vec<(&'static str, usize)> = Vec::new();
+        let mut steps = 0u64;
+        for t in table.tasks.values() {
+            steps += u64::from(t.steps);
+            let name = t.status.as_str();
+            match by_status.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => *count += 1,
+                None => by_status.push((name, 1)),
+            }
+        }
+        drop(table);
+        let (cycles, p50, p99) = self.inner.cycles.summary();
+        NodeStats {
+            by_status,
+            steps,
+            cycles,
+            cycle_p50_us: p50,
+            cycle_p99_us: p99,
+            snapshots: self.inner.snapshots.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops every task, writes a snapshot and a clean-shutdown marker, and
+    /// syncs the journal. Unfinished tasks continue when the node is opened
+    /// again.
+    pub fn shutdown(mut self) -> Result<(), NodeError> {
+        self.stop_runtime();
+        self.inner.snapshot()?;
+        let mut table = self.inner.table();
+        self.inner
+            .append_locked(&mut table, NODE_STREAM, &Event::Shutdown)?;
+        drop(table);
+        self.flush()
+    }
+
+    fn stop_runtime(&mut self) {
+        // Dropping the runtime cancels every loop at its current await; the
+        // journal already holds everything they did.
+        drop(self.runtime.take());
+        self.inner.handles().clear();
+    }
+
+    fn start(&self, task: u64, agent: u64, resumed: bool) {
+        let group = self.inner.group(agent, self.runtime.as_ref());
+        let Some(group) = group else { return };
+        let inner = Arc::clone(&self.inner);
+        let handle = group.spawn_pinned(move || crate::react::run(inner, task, resumed));
+        self.inner.handles().insert(task, handle);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_runtime();
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The skills `agent` was granted.
+    pub(crate) fn grants(&self, agent: u64) -> Grants {
+        Grants::only(
+            self.table()
+                .agents
+                .get(&agent)
+                .map(|a| a.grants.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The agent's workspace directory and name.
+    pub(crate) fn workspace_and_name(&self, agent: u64) -> (PathBuf, String) {
+        let table = self.table();
+        let spec = table.agents.get(&agent);
+        spec.map(|a| (PathBuf::from(&a.workspace), a.name.clone()))
+            .unwrap_or_default()
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, JoinHandle<()>>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn group(&self, agent: u64, runtime: Option<&Runtime>) -> Option<Group> {
+        let runtime = runtime?;
+        let mut groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(g) = groups.get(&agent) {
+            return Some(g.clone());
+        }
+        let spec = self.table().agents.get(&agent).cloned()?;
+        let priority = match spec.priority {
+            Priority::Critical => tiffany_sched::Priority::Critical,
+            Priority::Normal => tiffany_sched::Priority::Normal,
+            Priority::Background => tiffany_sched::Priority::Background,
+        };
+        let group = runtime.group(GroupConfig::new(spec.name).priority(priority));
+        groups.insert(agent, group.clone());
+        Some(group)
+    }
+
+    /// Appends `event` and applies it; the caller holds the table lock.
+    /// Returns the event's LSN (durable with the next sync).
+    pub(crate) fn append_locked(
+        &self,
+        table: &mut Table,
+        stream: u64,
+        event: &Event,
+    ) -> Result<Lsn, NodeError> {
+        let bytes = event.encode();
+        let lsn = self.wal.append(stream, &bytes, SyncMode::Buffer)?;
+        table.apply(event).map_err(|source| NodeError::Journal {
+            lsn,
+            stream,
+            source,
+        })?;
+        let before = self
+            .bytes_since_snapshot
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if before < self.config.snapshot_every_bytes
+            && before + bytes.len() as u64 >= self.config.snapshot_every_bytes
+        {
+            self.snapshot_due.store(true, Ordering::Release);
+        }
+        Ok(lsn)
+    }
+
+    /// Journals a task event on its agent's stream.
+    pub(crate) fn journal(&self, agent: u64, event: &Event) -> Result<Lsn, NodeError> {
+        let lsn = self.append_locked(&mut self.table(), agent, event)?;
+        if self.snapshot_due.swap(false, Ordering::AcqRel) {
+            self.snapshot()?;
+        }
+        Ok(lsn)
+    }
+
+    /// Waits until `lsn` is durable, if the node journals in `Data` mode.
+    pub(crate) async fn durable(&self, lsn: Lsn) -> Result<(), NodeError> {
+        if self.config.sync == SyncMode::Data {
+            self.wal.durable(lsn).await?;
+        }
+        Ok(())
+    }
+
+    /// Journals a terminal event (completed, failed, cancelled) unless the
+    /// task is already finished, and wakes waiters. Returns the event's LSN
+    /// if it was written; the caller makes it durable before reporting.
+    pub(crate) fn conclude(&self, task: u64, event: &Event) -> Result<Option<Lsn>, NodeError> {
+        let mut table = self.table();
+        let Some(state) = table.tasks.get(&task) else {
+            return Ok(None);
+        };
+        if state.status.is_terminal() {
+            return Ok(None);
+        }
+        let agent = state.agent;
+        let lsn = self.append_locked(&mut table, agent, event)?;
+        drop(table);
+        self.finished.notify_all();
+        let kind = match event {
+            Event::TaskCompleted { answer, .. } => ActivityKind::Completed {
+                answer: answer.clone(),
+            },
+            Event::TaskFailed { error, .. } => ActivityKind::Failed {
+                error: error.clone(),
+            },
+            _ => ActivityKind::Failed {
+                error: "cancelled".to_owned(),
+            },
+        };
+        self.publish(task, agent, kind);
+        if !self
+            .table()
+            .tasks
+            .values()
+            .any(|t| t.agent == agent && !t.status.is_terminal())
+        {
+            self.publish(task, agent, ActivityKind::Idle);
+        }
+        Ok(Some(lsn))
+    }
+
+    /// Writes a snapshot of the table and checkpoints the WAL just before
+    /// it, so that recovery starts from the snapshot.
+    pub(crate) fn snapshot(&self) -> Result<(), NodeError> {
+        let lsn = {
+            let table = self.table();
+            let event = Event::Snapshot {
+                compressed: table.snapshot(),
+            };
+            // Not applied: the table is what the snapshot encodes.
+            let lsn = self
+                .wal
+                .append(NODE_STREAM, &event.encode(), SyncMode::Buffer)?;
+            self.bytes_since_snapshot.store(0, Ordering::Relaxed);
+            lsn
+        };
+        self.wal.checkpoint(Lsn(lsn.0 - 1), &lsn.0.to_le_bytes())?;
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn publish(&self, task: u64, agent: u64, kind: ActivityKind) {
+        if self.pal.has_subscribers() {
+            self.pal.publish(Activity {
+                task,
+                agent,
+                at_ms: now_ms(),
+                kind,
+            });
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The node's state as the journal defines it: agents and tasks, rebuilt by
+//! applying events in LSN order.
+//!
+//! # Invariants
+//! - [`Table::apply`] is the only way state changes, live or in recovery, so
+//!   a recovered table equals the live one at the same LSN. The node holds
+//!   the table lock while it appends an event and applies it, so LSN order
+//!   and apply order are the same.
+//! - A task's conversation is its system prompt, its instruction, then for
+//!   each step the assistant message followed by the tool results in the
+//!   order they finished. [`TaskState::next`] derives what to do next from
+//!   it, which is how a recovered task continues at its next step.
+//! - A snapshot keeps the full state of unfinished tasks and a summary of
+//!   finished ones (their conversation is dropped: it can never be needed
+//!   to run them again).
+
+use std::collections::BTreeMap;
+
+use tiffany_llm::{Message, Role, ToolCall, Usage};
+
+use crate::codec::{Decoder, Encoder};
+use crate::journal::{AgentSpec, Event, JournalError};
+
+/// What a waiting task waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOn {
+    /// The planner.
+    Llm,
+    /// One or more skills.
+    Skill,
+    /// A timer.
+    Timer,
+    /// Another task.
+    Join,
+}
+
+/// A task's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Ready to run (also: recovered and about to continue).
+    Ready,
+    /// Being polled or between steps.
+    Running,
+    /// Waiting on something outside.
+    Waiting(WaitOn),
+    /// Parked by overload control.
+    Parked,
+    /// Concluded with a final answer.
+    Completed,
+    /// Failed (budget, planner error, ...).
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The lowercase name used by the CLI and JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Ready => "ready",
+            TaskStatus::Running => "running",
+            TaskStatus::Waiting(_) => "waiting",
+            TaskStatus::Parked => "parked",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// What a waiting task waits on, lowercase.
+    pub fn waiting_on(self) -> Option<&'static str> {
+        match self {
+            TaskStatus::Waiting(WaitOn::Llm) => Some("llm"),
+            TaskStatus::Waiting(WaitOn::Skill) => Some("skill"),
+            TaskStatus::Waiting(WaitOn::Timer) => Some("timer"),
+            TaskStatus::Waiting(WaitOn::Join) => Some("join"),
+            _ => None,
+        }
+    }
+
+    /// Completed, failed or cancelled.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            TaskStatus::Ready => 0,
+            TaskStatus::Running => 1,
+            TaskStatus::Waiting(WaitOn::Llm) => 2,
+            TaskStatus::Waiting(WaitOn::Skill) => 3,
+            TaskStatus::Waiting(WaitOn::Timer) => 4,
+            TaskStatus::Waiting(WaitOn::Join) => 5,
+            TaskStatus::Parked => 6,
+            TaskStatus::Completed => 7,
+            TaskStatus::Failed => 8,
+            TaskStatus::Cancelled => 9,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<TaskStatus> {
+        Some(match code {
+            0 => TaskStatus::Ready,
+            1 => TaskStatus::Running,
+            2 => TaskStatus::Waiting(WaitOn::Llm),
+            3 => TaskStatus::Waiting(WaitOn::Skill),
+            4 => TaskStatus::Waiting(WaitOn::Timer),
+            5 => TaskStatus::Waiting(WaitOn::Join),
+            6 => TaskStatus::Parked,
+            7 => TaskStatus::Completed,
+            8 => TaskStatus::Failed,
+            9 => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One task as the journal knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskState {
+    /// Task id.
+    pub id: u64,
+    /// Owning agent.
+    pub agent: u64,
+    /// Spawning task, if any.
+    pub parent: Option<u64>,
+    /// The instruction.
+    pub instruction: String,
+    /// Wall-clock start (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// Current status.
+    pub status: TaskStatus,
+    /// Planner answers so far.
+    pub steps: u32,
+    /// Tokens used so far.
+    pub usage: Usage,
+    /// The conversation (dropped for finished tasks restored from a
+    /// snapshot).
+    pub conversation: Vec<Message>,
+    /// Calls of the current step that started and have not finished.
+    pub in_flight: Vec<u32>,
+    /// The final answer or the failure.
+    pub outcome: Option<String>,
+    /// Non-idempotent skills that were in flight at a crash and were
+    /// reported instead of re-run.
+    pub interrupted: u32,
+}
+
+/// What a task does next, derived from its conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Ask the planner (step `step`).
+    Plan {
+        /// The step about to be planned.
+        step: u32,
+    },
+    /// Run the calls of the current step that have no result yet.
+    Execute {
+        /// The current step.
+        step: u32,
+        /// (index, call, whether it was started before).
+        calls: Vec<(u32, ToolCall, bool)>,
+    },
+    /// The planner gave a final answer: conclude with it.
+    Conclude(String),
+    /// Nothing: the task is finished.
+    Finished,
+}
+
+impl TaskState {
+    /// What the task does next.
+    pub fn next(&self) -> Next {
+        if self.status.is_terminal() {
+            return Next::Finished;
+        }
+        let Some(pos) = self
+            .conversation
+            .iter()
+            .rposition(|m| m.role == Role::Assistant)
+        else {
+            return Next::Plan { step: self.steps };
+        };
+        let last = &self.conversation[pos];
+        if last.tool_calls.is_empty() {
+            return Next::Conclude(last.content.clone());
+        }
+        let answered: Vec<&str> = self.conversation[pos + 1..]
+            .iter()
+            .filter_map(|m| m.tool_call_id.as_deref())
+            .collect();
+        let calls: Vec<_> = last
+            .tool_calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !answered.contains(&c.id.as_str()))
+            .map(|(i, c)| {
+                let i = i as u32;
+                (i, c.clone(), self.in_flight.contains(&i))
+            })
+            .collect();
+        let step = self.steps.saturating_sub(1);
+        if calls.is_empty() {
+            Next::Plan { step: self.steps }
+        } else {
+            Next::Execute { step, calls }
+        }
+    }
+}
+
+/// The node's agents and tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Agents by id.
+    pub agents: BTreeMap<u64, AgentSpec>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<u64, TaskState>,
+    /// Whether the last event applied was a clean shutdown.
+    pub clean_shutdown: bool,
+}
+
+impl Table {
+    /// The next free agent id (ids start at 1: stream 0 is the node's).
+    pub fn next_agent_id(&self) -> u64 {
+        self.agents.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// The next free task id.
+    pub fn next_task_id(&self) -> u64 {
+        self.tasks.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// Applies one event. Events for unknown tasks are ignored (they cannot
+    /// be produced by a node, and recovery reports the count).
+    pub fn apply(&mut self, event: &Event) -> Result<(), JournalError> {
+        self.clean_shutdown = false;
+        match event {
+            Event::AgentCreated(spec) => {
+                self.agents.insert(spec.id, spec.clone());
+            }
+            Event::TaskStarted {
+                task,
+                agent,
+                system,
+                instruction,
+                started_ms,
+                parent,
+            } => {
+                self.tasks.insert(
+                    *task,
+                    TaskState {
+                        id: *task,
+                        agent: *agent,
+                        parent: *parent,
+                        instruction: instruction.clone(),
+                        started_ms: *started_ms,
+                        status: TaskStatus::Ready,
+                        steps: 0,
+                        usage: Usage::default(),
+                        conversation: vec![
+                            Message::system(system.clone()),
+                            Message::user(instruction.clone()),
+                        ],
+                        in_flight: Vec::new(),
+                        outcome: None,
+                        interrupted: 0,
+                    },
+                );
+            }
+            Event::Snapshot { compressed } => *self = Table::from_snapshot(compressed)?,
+            Event::Shutdown => self.clean_shutdown = true,
+            other => {
+                let Some(id) = other.task() else {
+                    return Ok(());
+                };
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    apply_to_task(task, other);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the table as a compressed snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.varint(self.agents.len() as u64);
+        for spec in self.agents.values() {
+            Event::AgentCreated(spec.clone()).encode_into(&mut e);
+        }
+        e.varint(self.tasks.len() as u64);
+        for t in self.tasks.values() {
+            e.varint(t.id);
+            e.varint(t.agent);
+            e.opt_varint(t.parent);
+            e.str(&t.instruction);
+            e.varint(t.started_ms);
+            e.u8(t.status.code());
+            e.varint(u64::from(t.steps));
+            e.varint(t.usage.prompt_tokens);
+            e.varint(t.usage.completion_tokens);
+            e.str(t.outcome.as_deref().unwrap_or(""));
+            e.varint(u64::from(t.interrupted));
+            let keep = !t.status.is_terminal();
+            let conversation: &[Message] = if keep { &t.conversation } else { &[] };
+            e.varint(conversation.len() as u64);
+            for m in conversation {
+                encode_message(&mut e, m);
+            }
+            e.varint(t.in_flight.len() as u64);
+            for c in &t.in_flight {
+                e.varint(u64::from(*c));
+            }
+        }
+        lz4_flex::compress_prepend_size(&e.buf)
+    }
+
+    /// Decodes a snapshot written by [`Table::snapshot`].
+    pub fn from_snapshot(compressed: &[u8]) -> Result<Table, JournalError> {
+        let raw = lz4_flex::decompress_size_prepended(compressed).map_err(|_| {
+            JournalError::Malformed {
+                offset: 0,
+                what: "an lz4 snapshot",
+            }
+        })?;
+        let mut d = Decoder::new(&raw);
+        let mut table = Table::default();
+        for _ in 0..d.count()? {
+            match Event::decode_from(&mut d)? {
+                Event::AgentCreated(spec) => {
+                    table.agents.insert(spec.id, spec);
+                }
+                _ => {
+                    return Err(JournalError::Malformed {
+                        offset: 0,
+                        what: "an agent in the snapshot",
+                    });
+                }
+            }
+        }
+        for _ in 0..d.count()? {
+            let id = d.varint()?;
+            let agent = d.varint()?;
+            let parent = d.opt_varint()?;
+            let instruction = d.string()?;
+            let started_ms = d.varint()?;
+            let status = TaskStatus::from_code(d.u8()?).ok_or(JournalError::Malformed {
+                offset: 0,
+                what: "a task status code",
+            })?;
+            let steps = d.u32()?;
+            let usage = Usage {
+                prompt_tokens: d.varint()?,
+                completion_tokens: d.varint()?,
+            };
+            let outcome = Some(d.string()?).filter(|_| status.is_terminal());
+            let interrupted = d.u32()?;
+            let conversation = (0..d.count()?)
+                .map(|_| decode_message(&mut d))
+                .collect::<Result<_, _>>()?;
+            let in_flight = (0..d.count()?).map(|_| d.u32()).collect::<Result<_, _>>()?;
+            table.tasks.insert(
+                id,
+                TaskState {
+                    id,
+                    agent,
+                    parent,
+                    instruction,
+                    started_ms,
+                    status,
+                    steps,
+                    usage,
+                    conversation,
+                    in_flight,
+                    outcome,
+                    interrupted,
+                },
+            );
+        }
+        d.finish()?;
+        Ok(table)
+    }
+}
+
+fn apply_to_task(task: &mut TaskState, event: &Event) {
+    match event {
+        Event::LlmRequested { .. } => task.status = TaskStatus::Waiting(WaitOn::Llm),
+        Event::LlmResponded {
+            content,
+            tool_calls,
+            usage,
+            ..
+        } => {
+            task.conversation
+                .push(Event::assistant_message(content, tool_calls));
+            task.steps += 1;
+            task.usage.prompt_tokens += usage.prompt_tokens;
+            task.usage.completion_tokens += usage.completion_tokens;
+            task.in_flight.clear();
+            task.status = TaskStatus::Running;
+        }
+        Event::SkillStarted { call, .. } => {
+            task.in_flight.push(*call);
+            task.status = TaskStatus::Waiting(WaitOn::Skill);
+        }
+        Event::SkillFinished { call, content, .. } => record_result(task, *call, content.clone()),
+        Event::SkillInterrupted { call, .. } => {
+            let name = current_call(task, *call)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            record_result(task, *call, interrupted_observation(&name));
+            task.interrupted += 1;
+        }
+        Event::Parked { .. } => task.status = TaskStatus::Parked,
+        Event::Unparked { .. } => task.status = TaskStatus::Ready,
+        Event::TaskCompleted { answer, .. } => finish(task, TaskStatus::Completed, answer),
+        Event::TaskFailed { error, .. } => finish(task, TaskStatus::Failed, error),
+        Event::TaskCancelled { .. } => finish(task, TaskStatus::Cancelled, "cancelled"),
+        Event::AgentCreated(_)
+        | Event::TaskStarted { .. }
+        | Event::Snapshot { .. }
+        | Event::Shutdown => {}
+    }
+}
+
+/// The observation the planner gets for a non-idempotent skill that was in
+/// flight when the node stopped.
+pub fn interrupted_observation(skill: &str) -> String {
+    format!(
+        "error: the node stopped while `{skill}` was running; it is not idempotent, so it was \
+         not run again and its effects are unknown"
+    )
+}
+
+/// The call `index` of the task's current step.
+fn current_call(task: &TaskState, index: u32) -> Option<&ToolCall> {
+    let last = task
+        .conversation
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant)?;
+    last.tool_calls.get(index as usize)
+}
+
+fn record_result(task: &mut TaskState, call: u32, content: String) {
+    let id = current_call(task, call)
+        .map(|c| c.id.clone())
+        .unwrap_or_default();
+    task.conversation.push(Message::tool_result(id, content));
+    task.in_flight.retain(|c| *c != call);
+    if task.in_flight.is_empty() {
+        task.status = TaskStatus::Running;
+    }
+}
+
+fn finish(task: &mut TaskState, status: TaskStatus, outcome: &str) {
+    task.status = status;
+    task.outcome = Some(outcome.to_owned());
+    task.in_flight.clear();
+}
+
+fn encode_message(e: &mut Encoder, m: &Message) {
+    e.u8(match m.role {
+        Role::System => 0,
+        Role::User => 1,
+        Role::Assistant => 2,
+        Role::Tool => 3,
+    });
+    e.str(&m.content);
+    e.varint(m.tool_calls.len() as u64);
+    for c in &m.tool_calls {
+        e.str(&c.id);
+        e.str(&c.name);
+        e.str(&c.arguments);
+    }
+    e.str(m.tool_call_id.as_deref().unwrap_or(""));
+}
+
+fn decode_message(d: &mut Decoder<'_>) -> Result<Message, JournalError> {
+    let role = match d.u8()? {
+        0 => Role::System,
+        1 => Role::User,
+        2 => Role::Assistant,
+        3 => Role::Tool,
+        _ => {
+            return Err(JournalError::Malformed {
+                offset: 0,
+                what: "a message role",
+            });
+        }
+    };
+    let content = d.string()?;
+    let tool_calls = (0..d.count()?)
+        .map(|_| {
+            Ok(ToolCall {
+                id: d.string()?,
+                name: d.string()?,
+                arguments: d.string()?,
+            })
+        })
+        .collect::<Result<_, JournalError>>()?;
+    let tool_call_id = Some(d.string()?).filter(|id| role == Role::Tool || !id.is_empty());
+    Ok(Message {
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: "noop".into(),
+            arguments: "{}".into(),
+        }
+    }
+
+    fn started(table: &mut Table) {
+        table
+            .apply(&Event::TaskStarted {
+                task: 1,
+                agent: 1,
+                system: "s".into(),
+                instruction: "i".into(),
+                started_ms: 0,
+                parent: None,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn next_follows_the_conversation() {
+        let mut t = Table::default();
+        started(&mut t);
+        assert_eq!(t.tasks[&1].next(), Next::Plan { step: 0 });
+        t.apply(&Event::LlmResponded {
+            task: 1,
+            step: 0,
+            content: String::new(),
+            tool_calls: vec![call("a"), call("b")],
+            usage: Usage::default(),
+        })
+        .unwrap();
+        t.apply(&Event::SkillStarted {
+            task: 1,
+            step: 0,
+            call: 1,
+        })
+        .unwrap();
+        let Next::Execute { step: 0, calls } = t.tasks[&1].next() else {
+            panic!()
+        };
+        assert_eq!(
+            calls.iter().map(|(i, _, s)| (*i, *s)).collect::<Vec<_>>(),
+            [(0, false), (1, true)]
+        );
+        t.apply(&Event::SkillFinished {
+            task: 1,
+            step: 0,
+            call: 1,
+            ok: true,
+            content: "x".into(),
+        })
+        .unwrap();
+        t.apply(&Event::SkillFinished {
+            task: 1,
+            step: 0,
+            call: 0,
+            ok: true,
+            content: "y".into(),
+        })
+        .unwrap();
+        assert_eq!(t.tasks[&1].next(), Next::Plan { step: 1 });
+        t.apply(&Event::LlmResponded {
+            task: 1,
+            step: 1,
+            content: "done".into(),
+            tool_calls: vec![],
+            usage: Usage::default(),
+        })
+        .unwrap();
+        assert_eq!(t.tasks[&1].next(), Next::Conclude("done".into()));
+        t.apply(&Event::TaskCompleted {
+            task: 1,
+            answer: "done".into(),
+        })
+        .unwrap();
+        assert_eq!(t.tasks[&1].next(), Next::Finished);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_compact_finished_tasks() {
+        let mut t = Table::default();
+        started(&mut t);
+        t.apply(&Event::TaskStarted {
+            task: 2,
+            agent: 1,
+            system: "s".into(),
+            instruction: "j".into(),
+            started_ms: 5,
+            parent: Some(1),
+        })
+        .unwrap();
+        t.apply(&Event::TaskFailed {
+            task: 2,
+            error: "e".into(),
+        })
+        .unwrap();
+        let back = Table::from_snapshot(&t.snapshot()).unwrap();
+        assert_eq!(back.tasks[&1], t.tasks[&1]);
+        assert!(back.tasks[&2].conversation.is_empty());
+        assert_eq!(back.tasks[&2].outcome.as_deref(), Some("e"));
+        assert!(Table::from_snapshot(&[1, 2, 3]).is_err());
+    }
+}

@@ -500,6 +500,91 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The event as a JSON object (`{"event": kind, ...fields}`), every
+    /// text in full; a snapshot shows its compressed size only.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut v = match self {
+            Event::AgentCreated(a) => json!({
+                "agent": a.id, "name": a.name, "namespace": a.namespace, "grants": a.grants,
+                "priority": a.priority.as_str(), "workspace": a.workspace,
+            }),
+            Event::TaskStarted {
+                task,
+                agent,
+                system,
+                instruction,
+                started_ms,
+                parent,
+            } => json!({
+                "task": task, "agent": agent, "system": system, "instruction": instruction,
+                "started_ms": started_ms, "parent": parent,
+            }),
+            Event::LlmRequested {
+                task,
+                step,
+                fingerprint,
+            } => {
+                json!({"task": task, "step": step, "fingerprint": format!("{fingerprint:016x}")})
+            }
+            Event::LlmResponded {
+                task,
+                step,
+                content,
+                tool_calls,
+                usage,
+            } => json!({
+                "task": task, "step": step, "content": content, "tool_calls": tool_calls,
+                "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            }),
+            Event::SkillStarted { task, step, call }
+            | Event::SkillInterrupted { task, step, call } => {
+                json!({"task": task, "step": step, "call": call})
+            }
+            Event::SkillFinished {
+                task,
+                step,
+                call,
+                ok,
+                content,
+            } => {
+                json!({"task": task, "step": step, "call": call, "ok": ok, "content": content})
+            }
+            Event::Parked { task } | Event::Unparked { task } | Event::TaskCancelled { task } => {
+                json!({"task": task})
+            }
+            Event::TaskCompleted { task, answer } => json!({"task": task, "answer": answer}),
+            Event::TaskFailed { task, error } => json!({"task": task, "error": error}),
+            Event::Snapshot { compressed } => json!({"compressed_bytes": compressed.len()}),
+            Event::Shutdown => json!({}),
+        };
+        v["event"] = self.kind().into();
+        v
+    }
+}
+
+/// One line for `tiffany wal dump`: the kind, then the fields, long texts
+/// cut to 100 characters with their length noted.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let serde_json::Value::Object(fields) = self.to_json() else {
+            return Ok(());
+        };
+        f.write_str(self.kind())?;
+        for (key, value) in fields.iter().filter(|(k, _)| *k != "event") {
+            match value {
+                serde_json::Value::String(text) if text.chars().count() > 100 => {
+                    let cut: String = text.chars().take(100).collect();
+                    write!(f, " {key}={:?}... ({} chars)", cut, text.chars().count())?;
+                }
+                other => write!(f, " {key}={other}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// FNV-1a over a planner request's conversation and tool names: the
 /// fingerprint journaled with [`Event::LlmRequested`], compared by audit
 /// replay.
@@ -638,6 +723,26 @@ mod tests {
             longer.push(0);
             assert!(Event::decode(&longer).is_err());
         }
+    }
+
+    #[test]
+    fn events_render_as_json_and_one_line() {
+        let e = Event::SkillFinished {
+            task: 1,
+            step: 2,
+            call: 0,
+            ok: true,
+            content: "x".repeat(150),
+        };
+        assert_eq!(e.to_json()["event"], "skill_finished");
+        assert_eq!(e.to_json()["content"].as_str().unwrap().len(), 150);
+        let line = e.to_string();
+        assert!(line.starts_with("skill_finished "), "{line}");
+        assert!(
+            line.contains("... (150 chars)") && line.contains("call=0"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
     }
 
     #[test]

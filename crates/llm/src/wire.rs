@@ -12,9 +12,14 @@
 //!   empty, `arguments` as a JSON text or as an object (re-encoded as text),
 //!   a tool call without an id (given the deterministic `call_<step>_<i>`),
 //!   and no `usage` (estimated with [`Usage::estimate`]).
+//! - Skill names with dots travel as `__` (`fs.read` is `fs__read` on the
+//!   wire, as OpenAI's function names allow no dots) and are mapped back
+//!   through the request's tool list.
 //! - Anything else that is not a chat completion (not JSON, no choices, no
 //!   message, a tool call without a function name) is
 //!   [`LlmError::Malformed`], which the caller may retry.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +56,7 @@ struct WireToolCall<'a> {
 
 #[derive(Serialize)]
 struct WireFunctionCall<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     arguments: &'a str,
 }
 
@@ -64,12 +69,33 @@ struct WireTool<'a> {
 
 #[derive(Serialize)]
 struct WireFunction<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     description: &'a str,
     parameters: &'a serde_json::Value,
 }
 
 /// The JSON body of a chat-completions request.
+/// The name a tool goes by on the wire: OpenAI allows only
+/// `[a-zA-Z0-9_-]` in function names, so the dots of our skill names
+/// (`fs.read`) become `__` (`fs__read`).
+fn wire_name(name: &str) -> Cow<'_, str> {
+    if name.contains('.') {
+        Cow::Owned(name.replace('.', "__"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// The skill a wire name stands for: the offered tool whose wire name it
+/// is, else the name as sent (an unknown skill, reported as such).
+fn skill_name(name: String, request: &LlmRequest) -> String {
+    request
+        .tools
+        .iter()
+        .find(|t| t.name != name && wire_name(&t.name) == name.as_str())
+        .map_or(name, |t| t.name.clone())
+}
+
 pub(crate) fn encode(
     model: &str,
     request: &LlmRequest,
@@ -92,7 +118,7 @@ pub(crate) fn encode(
                         id: &c.id,
                         kind: "function",
                         function: WireFunctionCall {
-                            name: &c.name,
+                            name: wire_name(&c.name),
                             arguments: &c.arguments,
                         },
                     })
@@ -107,7 +133,7 @@ pub(crate) fn encode(
         .map(|t| WireTool {
             kind: "function",
             function: WireFunction {
-                name: &t.name,
+                name: wire_name(&t.name),
                 description: &t.description,
                 parameters: &t.parameters,
             },
@@ -184,7 +210,7 @@ pub(crate) fn decode(body: &[u8], request: &LlmRequest) -> Result<LlmResponse, L
                 .id
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(|| call_id(step, i)),
-            name: call.function.name,
+            name: skill_name(call.function.name, request),
             arguments: match call.function.arguments {
                 serde_json::Value::String(text) => text,
                 serde_json::Value::Null => "{}".to_owned(),
@@ -268,6 +294,33 @@ mod tests {
                 "max_tokens": 64
             })
         );
+    }
+
+    #[test]
+    fn wire_names_with_dots_travel_as_double_underscores_and_come_back() {
+        let mut request = conversation();
+        request.tools[0].name = "fs.read".into();
+        request.messages[2].tool_calls[0].name = "fs.read".into();
+        let body: Value =
+            serde_json::from_slice(&encode("m", &request, ToolCallContent::EmptyString).unwrap())
+                .unwrap();
+        assert_eq!(body["tools"][0]["function"]["name"], "fs__read");
+        assert_eq!(
+            body["messages"][2]["tool_calls"][0]["function"]["name"],
+            "fs__read"
+        );
+        let answer = json!({"choices": [{"message": {"tool_calls": [
+            {"id": "a", "function": {"name": "fs__read", "arguments": "{}"}},
+            {"id": "b", "function": {"name": "no__such", "arguments": "{}"}}
+        ]}}]});
+        let response = decode(answer.to_string().as_bytes(), &request).unwrap();
+        let names: Vec<&str> = response
+            .message
+            .tool_calls
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["fs.read", "no__such"]);
     }
 
     #[test]

@@ -222,6 +222,12 @@ fn dump(
                 "len": payload.len(),
                 "payload": render_payload(payload),
             });
+            // A node's journal event replaces the raw bytes.
+            let mut line = line;
+            if let Some(event) = journal_event(&record) {
+                line["journal"] = event.to_json();
+                line.as_object_mut().map(|o| o.remove("payload"));
+            }
             writeln!(out, "{line}")?;
         } else {
             writeln!(
@@ -235,12 +241,21 @@ fn dump(
                 } else {
                     ""
                 },
-                render_payload(payload)
+                journal_event(&record).map_or_else(|| render_payload(payload), |e| e.to_string())
             )?;
         }
     }
     out.flush()?;
     Ok(())
+}
+
+/// The agent journal event a record holds, if it is one (a node's WAL);
+/// other logs' records are shown as raw payloads.
+fn journal_event<V: AsRef<[u8]>>(record: &tiffany_wal::Record<V>) -> Option<tiffany_agent::Event> {
+    if record.is_checkpoint() {
+        return None;
+    }
+    tiffany_agent::Event::decode(record.payload()).ok()
 }
 
 /// Text when the bytes are UTF-8 (control characters escaped), else hex.

@@ -8,9 +8,9 @@ target_dir := env_var_or_default("CARGO_TARGET_DIR", "target")
 default:
     @just --list
 
-# Show what Tiffany does today: a quick run of the scheduler suite.
-demo:
-    cargo run --release -p tiffany -- perf-test sched --quick
+# The main job: 1,000 durable agents on the embedded defaults (`just demo --agents 50 --data-dir d`).
+demo *ARGS:
+    cargo run --release -p tiffany -- demo {{ARGS}}
 
 # Every test: nextest for unit and integration tests, then doctests (nextest skips them).
 test:

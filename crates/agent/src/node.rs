@@ -27,7 +27,7 @@ use tiffany_wal::{Lsn, SyncMode, Wal, WalConfig};
 
 use crate::journal::{AgentSpec, Event, JournalError, NODE_STREAM, Priority};
 use crate::pal::{Activity, ActivityKind, Pal};
-use crate::state::{Table, TaskState};
+use crate::state::{Table, TaskState, TaskStatus};
 use crate::stats::CycleStats;
 
 /// Limits on one task.
@@ -71,6 +71,11 @@ pub struct NodeConfig {
     /// Journal bytes between snapshots (default 32 MiB): bounds replay at
     /// boot.
     pub snapshot_every_bytes: u64,
+    /// Most tasks running their loops at once (default: no limit). The
+    /// rest wait, `ready`, in submission order. Tasks that mostly wait on a
+    /// remote LLM are cheap to keep active; tasks whose skills start
+    /// processes only lengthen every cycle past a few per core.
+    pub max_active_tasks: Option<usize>,
     /// Events the activity bus keeps for slow subscribers (default 4,096).
     pub pal_capacity: usize,
     /// The system prompt every task starts with.
@@ -88,6 +93,7 @@ impl NodeConfig {
             budgets: Budgets::default(),
             skill_timeout: Duration::from_secs(60),
             snapshot_every_bytes: 32 << 20,
+            max_active_tasks: None,
             pal_capacity: 4096,
             system_prompt:
                 "You are an agent of a Tiffany node. Use the tools you are given to carry out \
@@ -221,6 +227,8 @@ pub(crate) struct NodeInner {
     pub(crate) skills: Arc<Registry>,
     pub(crate) pal: Pal,
     pub(crate) cycles: CycleStats,
+    /// Permits for [`NodeConfig::max_active_tasks`].
+    pub(crate) admission: Option<Arc<tokio::sync::Semaphore>>,
     groups: Mutex<HashMap<u64, Group>>,
     handles: Mutex<HashMap<u64, JoinHandle<()>>>,
     bytes_since_snapshot: AtomicU64,
@@ -319,6 +327,9 @@ impl Node {
         }
         let runtime = builder.build()?;
         let pal = Pal::new(config.pal_capacity);
+        let admission = config
+            .max_active_tasks
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         let inner = Arc::new(NodeInner {
             config,
             wal,
@@ -328,6 +339,7 @@ impl Node {
             skills,
             pal,
             cycles: CycleStats::default(),
+            admission,
             groups: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             bytes_since_snapshot: AtomicU64::new(0),
@@ -346,6 +358,22 @@ impl Node {
             .filter(|t| !t.status.is_terminal())
             .map(|t| (t.id, t.agent))
             .collect();
+        // Agents parked before the restart stay parked.
+        let parked: std::collections::BTreeSet<u64> = node
+            .inner
+            .table()
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Parked)
+            .map(|t| t.agent)
+            .collect();
+        for agent in parked {
+            if let Some(group) = node.inner.group(agent, node.runtime.as_ref()) {
+                for class in tiffany_sched::Priority::ALL {
+                    group.park(class);
+                }
+            }
+        }
         for (task, agent) in unfinished {
             node.start(task, agent, true);
         }
@@ -483,6 +511,67 @@ impl Node {
             .values()
             .filter(|t| !t.status.is_terminal())
             .count()
+    }
+
+    /// Parks every unfinished task of `agent` (overload control): each
+    /// stops at its next yield, keeps its state, and shows as `parked`
+    /// (also after a restart) until [`Node::unpark_agent`].
+    pub fn park_agent(&self, agent: u64) -> Result<usize, NodeError> {
+        let parked = self.journal_agent_tasks(
+            agent,
+            |task| Event::Parked { task },
+            |s| s != TaskStatus::Parked,
+        )?;
+        if let Some(group) = self.inner.group(agent, self.runtime.as_ref()) {
+            for class in tiffany_sched::Priority::ALL {
+                group.park(class);
+            }
+        }
+        for &task in &parked {
+            self.inner.publish(task, agent, ActivityKind::Parked);
+        }
+        Ok(parked.len())
+    }
+
+    /// Resumes the tasks [`Node::park_agent`] parked.
+    pub fn unpark_agent(&self, agent: u64) -> Result<usize, NodeError> {
+        let unparked = self.journal_agent_tasks(
+            agent,
+            |task| Event::Unparked { task },
+            |s| s == TaskStatus::Parked,
+        )?;
+        if let Some(group) = self.inner.group(agent, self.runtime.as_ref()) {
+            for class in tiffany_sched::Priority::ALL {
+                group.unpark(class);
+            }
+        }
+        Ok(unparked.len())
+    }
+
+    /// Journals `event(task)` for each unfinished task of `agent` whose
+    /// status passes `select`, durably; returns those tasks.
+    fn journal_agent_tasks(
+        &self,
+        agent: u64,
+        event: impl Fn(u64) -> Event,
+        select: impl Fn(TaskStatus) -> bool,
+    ) -> Result<Vec<u64>, NodeError> {
+        let mut table = self.inner.table();
+        if !table.agents.contains_key(&agent) {
+            return Err(NodeError::UnknownAgent(agent.to_string()));
+        }
+        let tasks: Vec<u64> = table
+            .tasks
+            .values()
+            .filter(|t| t.agent == agent && !t.status.is_terminal() && select(t.status))
+            .map(|t| t.id)
+            .collect();
+        for &task in &tasks {
+            self.inner.append_locked(&mut table, agent, &event(task))?;
+        }
+        drop(table);
+        self.flush()?;
+        Ok(tasks)
     }
 
     /// Cancels a task: journals it durably and drops its loop at its

@@ -22,6 +22,11 @@ use crate::state::{Next, TaskState};
 /// Runs task `task` to its end. Journal failures (a poisoned WAL) stop the
 /// loop: the task continues when the node is reopened.
 pub(crate) async fn run(node: Arc<NodeInner>, task: u64, resumed: bool) {
+    // Held until the loop ends (see `NodeConfig::max_active_tasks`).
+    let _admitted = match &node.admission {
+        Some(permits) => Some(Arc::clone(permits).acquire_owned().await),
+        None => None,
+    };
     if let Err(error) = drive(&node, task, resumed).await {
         tracing::error!(task, %error, "task stopped: its journal failed; it resumes when the node reopens");
     }

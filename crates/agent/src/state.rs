@@ -386,7 +386,7 @@ impl Table {
 
 fn apply_to_task(task: &mut TaskState, event: &Event) {
     match event {
-        Event::LlmRequested { .. } => task.status = TaskStatus::Waiting(WaitOn::Llm),
+        Event::LlmRequested { .. } => progress(task, TaskStatus::Waiting(WaitOn::Llm)),
         Event::LlmResponded {
             content,
             tool_calls,
@@ -399,11 +399,11 @@ fn apply_to_task(task: &mut TaskState, event: &Event) {
             task.usage.prompt_tokens += usage.prompt_tokens;
             task.usage.completion_tokens += usage.completion_tokens;
             task.in_flight.clear();
-            task.status = TaskStatus::Running;
+            progress(task, TaskStatus::Running);
         }
         Event::SkillStarted { call, .. } => {
             task.in_flight.push(*call);
-            task.status = TaskStatus::Waiting(WaitOn::Skill);
+            progress(task, TaskStatus::Waiting(WaitOn::Skill));
         }
         Event::SkillFinished { call, content, .. } => record_result(task, *call, content.clone()),
         Event::SkillInterrupted { call, .. } => {
@@ -451,7 +451,15 @@ fn record_result(task: &mut TaskState, call: u32, content: String) {
     task.conversation.push(Message::tool_result(id, content));
     task.in_flight.retain(|c| *c != call);
     if task.in_flight.is_empty() {
-        task.status = TaskStatus::Running;
+        progress(task, TaskStatus::Running);
+    }
+}
+
+/// A step's status change; a parked task stays parked (what it had in
+/// flight when parked may still finish) until it is unparked.
+fn progress(task: &mut TaskState, status: TaskStatus) {
+    if task.status != TaskStatus::Parked {
+        task.status = status;
     }
 }
 

@@ -17,6 +17,7 @@ use tiffany_wal::SyncMode;
 pub(crate) struct FileConfig {
     data_dir: Option<PathBuf>,
     workers: Option<usize>,
+    max_active_tasks: Option<usize>,
     #[serde(default)]
     journal: JournalSection,
     #[serde(default)]
@@ -88,6 +89,7 @@ pub(crate) struct Settings {
 pub(crate) const ENV_KEYS: &[(&str, &str)] = &[
     ("TIFFANY_DATA_DIR", "data_dir"),
     ("TIFFANY_WORKERS", "workers"),
+    ("TIFFANY_MAX_ACTIVE_TASKS", "max_active_tasks"),
     ("TIFFANY_SYNC", "journal.sync"),
     ("TIFFANY_SNAPSHOT_EVERY_MIB", "journal.snapshot_every_mib"),
     ("TIFFANY_LLM_URL", "llm.url"),
@@ -127,6 +129,7 @@ impl FileConfig {
             match *name {
                 "TIFFANY_DATA_DIR" => self.data_dir = Some(v.into()),
                 "TIFFANY_WORKERS" => self.workers = Some(parse(name, v)?),
+                "TIFFANY_MAX_ACTIVE_TASKS" => self.max_active_tasks = Some(parse(name, v)?),
                 "TIFFANY_SYNC" => self.journal.sync = Some(v),
                 "TIFFANY_SNAPSHOT_EVERY_MIB" => {
                     self.journal.snapshot_every_mib = Some(parse(name, v)?)
@@ -163,6 +166,7 @@ impl FileConfig {
         let data_dir = self.data_dir;
         let mut node = NodeConfig::new(data_dir.clone().unwrap_or_default());
         node.workers = self.workers;
+        node.max_active_tasks = self.max_active_tasks;
         if let Some(sync) = self.journal.sync {
             node.sync = match sync.to_ascii_lowercase().as_str() {
                 "data" => SyncMode::Data,

@@ -136,6 +136,9 @@ fn open(
         .with_context(|| format!("cannot open the node in {}", dir.display()))
 }
 
+/// Demo tasks kept active per core when `max_active_tasks` is not set.
+const DEMO_ACTIVE_PER_CORE: usize = 16;
+
 pub(crate) fn demo(node_args: &NodeArgs, args: &DemoArgs) -> Result<()> {
     let settings = settings(node_args)?;
     let data_dir = match args.data_dir.clone().or_else(|| settings.data_dir.clone()) {
@@ -144,6 +147,15 @@ pub(crate) fn demo(node_args: &NodeArgs, args: &DemoArgs) -> Result<()> {
     };
     println!("data: {}", data_dir.display());
     let llm = provider(&settings.llm, demo_plan::planner)?;
+    let mut settings = settings;
+    if settings.node.max_active_tasks.is_none() {
+        // Every demo step starts processes: past a few dozen at once per
+        // core they only queue for the CPU and stretch every cycle.
+        let cores = settings.node.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        });
+        settings.node.max_active_tasks = Some(DEMO_ACTIVE_PER_CORE * cores);
+    }
     let started = Instant::now();
     let (node, recovery) = open(&settings, data_dir.clone(), llm)?;
     if recovery.agents > 0 {

@@ -5,8 +5,10 @@
 //! # Overview
 //! - [`Node::open`] opens the journal under a data directory, rebuilds the
 //!   [`Table`] of agents and tasks (from the newest snapshot, then every
-//!   later event) and continues every unfinished task. [`inspect`] does the
-//!   same read-only and runs nothing.
+//!   later event) and continues every unfinished task (the `resume`
+//!   recovery mode). [`inspect`] does the same read-only and runs nothing;
+//!   [`audit`] (the `replay` mode) re-asks a planner every journaled step
+//!   and reports where it diverges from the journal.
 //! - [`Node::create_agent`] and [`Node::submit`] add agents and tasks. A
 //!   task is a ReAct loop: ask the planner ([`tiffany_llm::LlmProvider`]),
 //!   run its tool calls as skills ([`tiffany_skills::Registry`]) in
@@ -28,6 +30,7 @@
 //! - Snapshots every [`NodeConfig::snapshot_every_bytes`] bound replay at
 //!   boot.
 
+mod audit;
 mod codec;
 mod journal;
 mod node;
@@ -36,6 +39,7 @@ mod react;
 mod state;
 mod stats;
 
+pub use audit::{Audit, Divergence, audit};
 pub use journal::{
     AgentSpec, Event, JournalError, NODE_STREAM, Priority, SCHEMA_VERSION, fingerprint,
 };

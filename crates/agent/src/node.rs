@@ -258,12 +258,22 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads the journal into a table: from the newest snapshot, then every
-/// later event.
-fn recover_table(wal: &Wal) -> Result<(Table, Recovery), NodeError> {
-    let from = match wal.latest_checkpoint()? {
-        Some(checkpoint) => Lsn(checkpoint.lsn.0 + 1),
-        None => wal.first_lsn()?,
+/// How much of the journal recovery reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// The newest snapshot and what follows: all a resume needs.
+    FromSnapshot,
+    /// Everything the WAL still holds, so that finished tasks keep their
+    /// conversations (which snapshots compact away) where they can.
+    All,
+}
+
+/// Reads the journal into a table: from the newest snapshot (or the oldest
+/// record held), then every later event.
+fn recover_table(wal: &Wal, history: History) -> Result<(Table, Recovery), NodeError> {
+    let from = match (history, wal.latest_checkpoint()?) {
+        (History::FromSnapshot, Some(checkpoint)) => Lsn(checkpoint.lsn.0 + 1),
+        _ => wal.first_lsn()?,
     };
     let mut table = Table::default();
     let mut recovery = Recovery::default();
@@ -304,11 +314,13 @@ fn recover_table(wal: &Wal) -> Result<(Table, Recovery), NodeError> {
 }
 
 /// Reads a node's journal without running anything (the `inspect` recovery
-/// mode): the table as the journal leaves it, and what a resume would do.
+/// mode): the table as the journal leaves it (replayed from the oldest
+/// record held, so finished tasks keep their conversations while the WAL
+/// holds them), and what a resume would do.
 pub fn inspect(data_dir: &Path) -> Result<(Table, Recovery), NodeError> {
     let config = NodeConfig::new(data_dir);
     let (wal, _) = Wal::open_read_only(config.wal_dir(), config.wal.clone())?;
-    recover_table(&wal)
+    recover_table(&wal, History::All)
 }
 
 impl Node {
@@ -320,7 +332,7 @@ impl Node {
         skills: Arc<Registry>,
     ) -> Result<(Node, Recovery), NodeError> {
         let wal = Wal::open(config.wal_dir(), config.wal.clone())?;
-        let (table, recovery) = recover_table(&wal)?;
+        let (table, recovery) = recover_table(&wal, History::FromSnapshot)?;
         let mut builder = Runtime::builder().thread_name("tiffany-agent");
         if let Some(workers) = config.workers {
             builder = builder.workers(workers);

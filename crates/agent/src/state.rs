@@ -269,7 +269,9 @@ impl Table {
                     },
                 );
             }
-            Event::Snapshot { compressed } => *self = Table::from_snapshot(compressed)?,
+            Event::Snapshot { compressed } => {
+                self.merge_snapshot(Table::from_snapshot(compressed)?)
+            }
             Event::Shutdown => self.clean_shutdown = true,
             other => {
                 let Some(id) = other.task() else {
@@ -281,6 +283,21 @@ impl Table {
             }
         }
         Ok(())
+    }
+
+    /// Takes a snapshot's state. A snapshot holds every agent and task of
+    /// its time, so it replaces the table; but when the table was built
+    /// from earlier events too (a full replay for `inspect`), a finished
+    /// task keeps the conversation the snapshot compacted away.
+    fn merge_snapshot(&mut self, snapshot: Table) {
+        let mut earlier = std::mem::replace(self, snapshot);
+        for (id, task) in &mut self.tasks {
+            if let Some(old) = earlier.tasks.remove(id) {
+                if task.conversation.is_empty() && task.status.is_terminal() {
+                    task.conversation = old.conversation;
+                }
+            }
+        }
     }
 
     /// Encodes the table as a compressed snapshot.

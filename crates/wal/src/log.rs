@@ -1950,6 +1950,9 @@ struct Later {
     synced: Lsn,
 }
 
+/// A block of zeroes to compare the unwritten rest of a slot against.
+static ZERO_BLOCK: [u8; 4096] = [0; 4096];
+
 /// Looks for intact records of this segment, newer than `last`, after the
 /// damaged or torn frame at `from`.
 fn later_records(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Later {
@@ -1960,6 +1963,12 @@ fn later_records(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Later {
     let mut at = from + format::FRAME_ALIGN;
     while at + FRAME_HEADER <= bytes.len() {
         let Some(rest) = bytes.get(at..) else { break };
+        // The rest of a slot is mostly zeroes, and no frame starts where
+        // its whole header would be zero: skip zero blocks with a memcmp.
+        if rest.get(..ZERO_BLOCK.len()) == Some(&ZERO_BLOCK[..]) {
+            at += (ZERO_BLOCK.len() - FRAME_HEADER) / format::FRAME_ALIGN * format::FRAME_ALIGN;
+            continue;
+        }
         if looks_like_ours(rest, seq32) {
             if let Frame::Valid { header, size, .. } = format::decode_frame(rest) {
                 if header.seq32 == seq32 && header.lsn > last {

@@ -67,6 +67,18 @@ pub(crate) enum TasksCommand {
     },
     /// What a restart would do: tasks to resume, finished, interrupted skills
     Inspect(TasksArgs),
+    /// Re-ask the planner every journaled step (running nothing) and report
+    /// where its answers differ from the journal; exit status 1 if any do
+    Replay {
+        #[command(flatten)]
+        args: TasksArgs,
+        /// Base URL of an OpenAI-compatible server [default: the demo's offline planner]
+        #[arg(long, value_name = "URL")]
+        llm: Option<String>,
+        /// Model name at that server
+        #[arg(long, value_name = "MODEL", requires = "llm")]
+        model: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -389,6 +401,9 @@ fn describe(kind: &ActivityKind) -> String {
 pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {
     let args = match command {
         TasksCommand::List(a) | TasksCommand::Inspect(a) | TasksCommand::Show { args: a, .. } => a,
+        TasksCommand::Replay { args, llm, model } => {
+            return replay(args, llm.as_deref(), model.as_deref());
+        }
     };
     let (table, recovery) = tiffany_agent::inspect(&args.data_dir)
         .with_context(|| format!("cannot read the node in {}", args.data_dir.display()))?;
@@ -466,7 +481,8 @@ pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {
                         writeln!(out, "  {who}: call {} {}", c.name, c.arguments)?;
                     }
                     if !m.content.is_empty() {
-                        writeln!(out, "  {who}: {}", m.content.trim_end())?;
+                        let text = m.content.trim_end().replace('\n', "\n      ");
+                        writeln!(out, "  {who}: {text}")?;
                     }
                 }
                 if let Some(outcome) = &t.outcome {
@@ -474,6 +490,7 @@ pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {
                 }
             }
         }
+        TasksCommand::Replay { .. } => unreachable!("handled above"),
         TasksCommand::Inspect(_) => {
             let interrupted: u32 = table.tasks.values().map(|t| t.interrupted).sum();
             let v = serde_json::json!({
@@ -517,6 +534,81 @@ pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// `tasks replay`: the audit recovery mode.
+fn replay(args: &TasksArgs, llm: Option<&str>, model: Option<&str>) -> Result<()> {
+    let choice = match llm {
+        None => LlmChoice::Scripted,
+        Some(url) => LlmChoice::Remote {
+            url: url.to_owned(),
+            model: model.unwrap_or("gpt-4o-mini").to_owned(),
+            api_key: None,
+            timeout: Duration::from_secs(60),
+            max_retries: 3,
+        },
+    };
+    let planner = provider(&choice, demo_plan::planner)?;
+    let skills = Registry::with_builtins(tiffany_skills::BuiltinConfig::default());
+    let tools: Vec<_> = skills
+        .tool_specs(&tiffany_skills::Grants::All)
+        .into_iter()
+        .map(|s| tiffany_llm::ToolSpec {
+            name: s.name.to_owned(),
+            description: s.description.to_owned(),
+            parameters: s.schema.clone(),
+        })
+        .collect();
+    let audit = tiffany_agent::audit(&args.data_dir, &planner, &tools)
+        .with_context(|| format!("cannot audit the node in {}", args.data_dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let divergences: Vec<_> = audit
+            .divergences
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "task": d.task, "step": d.step, "journaled": d.journaled,
+                    "replayed": d.replayed.as_ref().map_or_else(|e| serde_json::json!({"error": e}), |m| serde_json::json!(m)),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "tasks": audit.tasks, "skipped": audit.skipped, "steps": audit.steps, "divergences": divergences,
+        });
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} tasks audited ({} skipped: finished before the oldest snapshot the log holds), {} steps re-asked, {} diverged",
+            audit.tasks,
+            audit.skipped,
+            audit.steps,
+            audit.divergences.len()
+        )?;
+        for d in &audit.divergences {
+            let replayed = match &d.replayed {
+                Ok(m) => serde_json::to_string(m)?,
+                Err(e) => format!("error: {e}"),
+            };
+            writeln!(
+                out,
+                "task {} step {}:\n  journal: {}\n  now:     {replayed}",
+                d.task,
+                d.step,
+                serde_json::to_string(&d.journaled)?
+            )?;
+        }
+    }
+    out.flush()?;
+    if !audit.divergences.is_empty() {
+        anyhow::bail!(
+            "the planner diverged from the journal at {} steps",
+            audit.divergences.len()
+        );
     }
     Ok(())
 }

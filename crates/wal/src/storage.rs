@@ -237,22 +237,33 @@ impl Storage for FileStorage {
             .create(true)
             .truncate(false)
             .open(dir.join("LOCK"))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        // A process killed a moment ago may have left a child between fork
+        // and exec, still holding a copy of its descriptor (closed at
+        // exec): wait briefly for it before calling the log locked.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(DirLock { _file: file });
+            }
             let err = io::Error::last_os_error();
-            return Err(if err.kind() == io::ErrorKind::WouldBlock {
-                io::Error::new(
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(err);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
                     "the log directory is locked by another process",
-                )
-            } else {
-                err
-            });
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(DirLock { _file: file })
     }
 }
+
+/// How long [`FileStorage::lock`] waits for a lock held by another process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Gives `file` exactly `len` bytes with their blocks allocated.
 fn allocate(file: &File, len: u64) -> io::Result<()> {

@@ -4,6 +4,8 @@
 //! Invariant: decoding never panics and never allocates more than the input
 //! could hold: every length is checked against the bytes left before use.
 
+use tiffany_llm::ToolCall;
+
 use crate::journal::JournalError;
 
 /// Appends values to a byte buffer.
@@ -38,6 +40,15 @@ impl Encoder {
         self.bytes(v.as_bytes());
     }
 
+    pub(crate) fn tool_calls(&mut self, calls: &[ToolCall]) {
+        self.varint(calls.len() as u64);
+        for c in calls {
+            self.str(&c.id);
+            self.str(&c.name);
+            self.str(&c.arguments);
+        }
+    }
+
     pub(crate) fn opt_varint(&mut self, v: Option<u64>) {
         match v {
             None => self.u8(0),
@@ -61,7 +72,8 @@ impl<'a> Decoder<'a> {
         Decoder { bytes, pos: 0 }
     }
 
-    fn malformed(&self, what: &'static str) -> JournalError {
+    /// The error for an unexpected value at the current position.
+    pub(crate) fn malformed(&self, what: &'static str) -> JournalError {
         JournalError::Malformed {
             offset: self.pos,
             what,
@@ -139,6 +151,18 @@ impl<'a> Decoder<'a> {
         } else {
             None
         })
+    }
+
+    pub(crate) fn tool_calls(&mut self) -> Result<Vec<ToolCall>, JournalError> {
+        (0..self.count()?)
+            .map(|_| {
+                Ok(ToolCall {
+                    id: self.string()?,
+                    name: self.string()?,
+                    arguments: self.string()?,
+                })
+            })
+            .collect()
     }
 
     /// A count of items that each take at least one byte (so a corrupt count

@@ -324,12 +324,7 @@ impl Event {
                 e.varint(*task);
                 e.varint(u64::from(*step));
                 e.str(content);
-                e.varint(tool_calls.len() as u64);
-                for c in tool_calls {
-                    e.str(&c.id);
-                    e.str(&c.name);
-                    e.str(&c.arguments);
-                }
+                e.tool_calls(tool_calls);
                 e.varint(usage.prompt_tokens);
                 e.varint(usage.completion_tokens);
             }
@@ -411,10 +406,8 @@ impl Event {
                 let grants = (0..d.count()?)
                     .map(|_| d.string())
                     .collect::<Result<_, _>>()?;
-                let priority = Priority::from_code(d.u8()?).ok_or(JournalError::Malformed {
-                    offset: 0,
-                    what: "a priority code",
-                })?;
+                let priority =
+                    Priority::from_code(d.u8()?).ok_or_else(|| d.malformed("a priority code"))?;
                 let workspace = d.string()?;
                 Event::AgentCreated(AgentSpec {
                     id,
@@ -442,15 +435,7 @@ impl Event {
                 let task = d.varint()?;
                 let step = d.u32()?;
                 let content = d.string()?;
-                let tool_calls = (0..d.count()?)
-                    .map(|_| {
-                        Ok(ToolCall {
-                            id: d.string()?,
-                            name: d.string()?,
-                            arguments: d.string()?,
-                        })
-                    })
-                    .collect::<Result<_, JournalError>>()?;
+                let tool_calls = d.tool_calls()?;
                 let usage = Usage {
                     prompt_tokens: d.varint()?,
                     completion_tokens: d.varint()?,

@@ -350,10 +350,7 @@ impl Table {
                     table.agents.insert(spec.id, spec);
                 }
                 _ => {
-                    return Err(JournalError::Malformed {
-                        offset: 0,
-                        what: "an agent in the snapshot",
-                    });
+                    return Err(d.malformed("an agent in the snapshot"));
                 }
             }
         }
@@ -363,10 +360,8 @@ impl Table {
             let parent = d.opt_varint()?;
             let instruction = d.string()?;
             let started_ms = d.varint()?;
-            let status = TaskStatus::from_code(d.u8()?).ok_or(JournalError::Malformed {
-                offset: 0,
-                what: "a task status code",
-            })?;
+            let status =
+                TaskStatus::from_code(d.u8()?).ok_or_else(|| d.malformed("a task status code"))?;
             let steps = d.u32()?;
             let usage = Usage {
                 prompt_tokens: d.varint()?,
@@ -494,12 +489,7 @@ fn encode_message(e: &mut Encoder, m: &Message) {
         Role::Tool => 3,
     });
     e.str(&m.content);
-    e.varint(m.tool_calls.len() as u64);
-    for c in &m.tool_calls {
-        e.str(&c.id);
-        e.str(&c.name);
-        e.str(&c.arguments);
-    }
+    e.tool_calls(&m.tool_calls);
     e.str(m.tool_call_id.as_deref().unwrap_or(""));
 }
 
@@ -510,22 +500,11 @@ fn decode_message(d: &mut Decoder<'_>) -> Result<Message, JournalError> {
         2 => Role::Assistant,
         3 => Role::Tool,
         _ => {
-            return Err(JournalError::Malformed {
-                offset: 0,
-                what: "a message role",
-            });
+            return Err(d.malformed("a message role"));
         }
     };
     let content = d.string()?;
-    let tool_calls = (0..d.count()?)
-        .map(|_| {
-            Ok(ToolCall {
-                id: d.string()?,
-                name: d.string()?,
-                arguments: d.string()?,
-            })
-        })
-        .collect::<Result<_, JournalError>>()?;
+    let tool_calls = d.tool_calls()?;
     let tool_call_id = Some(d.string()?).filter(|id| role == Role::Tool || !id.is_empty());
     Ok(Message {
         role,

@@ -7,7 +7,7 @@
 //! a library crate.
 //!
 //! # Overview
-//! - [`Suite`] names a suite (`sched`, `wal`); [`run`] runs some of them with
+//! - [`Suite`] names a suite (`sched`, `wal`, `agent`, `boot`); [`run`] runs some of them with
 //!   [`Options`] and hands each suite's [`Metric`]s to a callback as soon as
 //!   the suite ends, then returns the whole [`Report`].
 //! - A [`Metric`] is one figure: the median of at least five samples taken
@@ -48,6 +48,8 @@
 //! assert!(table.ends_with("all goals met\n"));
 //! ```
 
+mod agent;
+mod boot;
 mod child;
 mod measure;
 mod os;
@@ -78,17 +80,24 @@ pub enum Suite {
     /// The write-ahead log (`tiffany-wal`) against raw `fdatasync` loops,
     /// okaywal and SQLite, on the disk of the working directory.
     Wal,
+    /// The agents' ReAct loop (`tiffany-agent`): one agent's cycle, buffered
+    /// and durable, and 10,000 agents against an LLM over HTTP.
+    Agent,
+    /// A node's start: process exec to every unfinished task resumed.
+    Boot,
 }
 
 impl Suite {
     /// Every known suite, in the order `tiffany perf-test` runs them.
-    pub const ALL: &'static [Suite] = &[Suite::Sched, Suite::Wal];
+    pub const ALL: &'static [Suite] = &[Suite::Sched, Suite::Wal, Suite::Agent, Suite::Boot];
 
     /// The suite's name on the command line and in metric names.
     pub fn name(self) -> &'static str {
         match self {
             Suite::Sched => "sched",
             Suite::Wal => "wal",
+            Suite::Agent => "agent",
+            Suite::Boot => "boot",
         }
     }
 
@@ -97,6 +106,8 @@ impl Suite {
         match self {
             Suite::Sched => sched::run(options.quick, &mut progress),
             Suite::Wal => wal::run(options.quick, &mut progress),
+            Suite::Agent => agent::run(options.quick, &mut progress),
+            Suite::Boot => boot::run(options.quick, &mut progress),
         }
     }
 }
@@ -189,6 +200,9 @@ mod tests {
         let err = "nosuch".parse::<Suite>().unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`nosuch`"), "{msg}");
-        assert!(msg.contains("known suites: sched, wal"), "{msg}");
+        assert!(
+            msg.contains("known suites: sched, wal, agent, boot"),
+            "{msg}"
+        );
     }
 }

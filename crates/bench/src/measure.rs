@@ -141,6 +141,12 @@ impl<O> Measured<O> {
         }
     }
 
+    /// The median of `figure` over the kept outputs of `contender`, for a
+    /// workload parameter.
+    pub(crate) fn median_of(&self, contender: &str, figure: impl Fn(&O) -> f64) -> Result<f64> {
+        Ok(Summary::of_each(self.outputs_of(contender)?, figure)?.median)
+    }
+
     /// The kept outputs of `contender`.
     pub(crate) fn outputs_of(&self, contender: &str) -> Result<&[O]> {
         self.names

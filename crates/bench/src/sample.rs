@@ -33,6 +33,11 @@ impl Plan {
     }
 }
 
+/// The full size of a workload, or the quick one.
+pub(crate) fn pick<T>(quick: bool, full: T, quick_size: T) -> T {
+    if quick { quick_size } else { full }
+}
+
 /// Where a run sits in its plan, for the progress indicator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Round {

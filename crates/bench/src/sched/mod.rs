@@ -40,7 +40,7 @@ use crate::child::measure_in_child;
 use crate::measure::Bench;
 use crate::progress::Progress;
 use crate::report::{Better, Metric};
-use crate::sample::Plan;
+use crate::sample::{Plan, pick};
 use async_executor_peer::AsyncExecutorLocal;
 use ours::Tiffany;
 use tokio_peer::TokioCurrentThread;
@@ -125,11 +125,6 @@ impl Sizes {
             },
         }
     }
-}
-
-/// The full size, or the quick one.
-fn pick<T>(quick: bool, full: T, quick_size: T) -> T {
-    if quick { quick_size } else { full }
 }
 
 /// Measures one workload on every contender and returns its metrics.

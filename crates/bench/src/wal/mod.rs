@@ -30,10 +30,10 @@
 //!   replay's, which are text shaped like journal entries.
 
 mod okaywal_peer;
-mod ours;
+pub(crate) mod ours;
 mod raw;
-mod sqlite_peer;
-mod workload;
+pub(crate) mod sqlite_peer;
+pub(crate) mod workload;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};

@@ -40,7 +40,7 @@ static BUFFER: TiffanyLog = TiffanyLog {
 };
 
 /// Our log appending with `durability`.
-pub(super) fn append_log(durability: Durability) -> Ours<&'static dyn AppendLog> {
+pub(crate) fn append_log(durability: Durability) -> Ours<&'static dyn AppendLog> {
     Ours::Built(match durability {
         Durability::Data => &DATA,
         Durability::Buffer => &BUFFER,

@@ -27,7 +27,8 @@
 //!   unfinished after a crash is not re-run: the planner sees an error
 //!   observation for it, PAL reports `SkillInterrupted`, and the task state
 //!   counts it ([`TaskState::interrupted`]). An idempotent one runs again.
-//! - Snapshots every [`NodeConfig::snapshot_every_bytes`] bound replay at
+//! - Snapshots every [`NodeConfig::snapshot_every_records`] or
+//!   [`NodeConfig::snapshot_every_bytes`] bound replay at
 //!   boot.
 
 mod audit;

@@ -71,6 +71,9 @@ pub struct NodeConfig {
     /// Journal bytes between snapshots (default 32 MiB): bounds replay at
     /// boot.
     pub snapshot_every_bytes: u64,
+    /// Journal records between snapshots (default 100,000): bounds replay
+    /// at boot when records are small (most are a few bytes).
+    pub snapshot_every_records: u64,
     /// Most tasks running their loops at once (default: no limit). The
     /// rest wait, `ready`, in submission order. Tasks that mostly wait on a
     /// remote LLM are cheap to keep active; tasks whose skills start
@@ -93,6 +96,7 @@ impl NodeConfig {
             budgets: Budgets::default(),
             skill_timeout: Duration::from_secs(60),
             snapshot_every_bytes: 32 << 20,
+            snapshot_every_records: 100_000,
             max_active_tasks: None,
             pal_capacity: 4096,
             system_prompt:
@@ -232,6 +236,7 @@ pub(crate) struct NodeInner {
     groups: Mutex<HashMap<u64, Group>>,
     handles: Mutex<HashMap<u64, JoinHandle<()>>>,
     bytes_since_snapshot: AtomicU64,
+    records_since_snapshot: AtomicU64,
     /// Set by the append that crosses `snapshot_every_bytes`; the first
     /// journaling call to clear it writes the snapshot, outside the lock.
     snapshot_due: AtomicBool,
@@ -355,6 +360,7 @@ impl Node {
             groups: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             bytes_since_snapshot: AtomicU64::new(0),
+            records_since_snapshot: AtomicU64::new(0),
             snapshot_due: AtomicBool::new(false),
             snapshots: AtomicU64::new(0),
         });
@@ -514,15 +520,9 @@ impl Node {
         let (table, _) = self
             .inner
             .finished
-            .wait_timeout_while(table, timeout, |t| {
-                t.tasks.values().any(|t| !t.status.is_terminal())
-            })
+            .wait_timeout_while(table, timeout, |t| t.unfinished() > 0)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        table
-            .tasks
-            .values()
-            .filter(|t| !t.status.is_terminal())
-            .count()
+        table.unfinished()
     }
 
     /// Parks every unfinished task of `agent` (overload control): each
@@ -726,12 +726,21 @@ impl NodeInner {
             stream,
             source,
         })?;
-        let before = self
-            .bytes_since_snapshot
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if before < self.config.snapshot_every_bytes
-            && before + bytes.len() as u64 >= self.config.snapshot_every_bytes
-        {
+        let crossed = |counter: &AtomicU64, add: u64, limit: u64| {
+            let before = counter.fetch_add(add, Ordering::Relaxed);
+            before < limit && before + add >= limit
+        };
+        let bytes_due = crossed(
+            &self.bytes_since_snapshot,
+            bytes.len() as u64,
+            self.config.snapshot_every_bytes,
+        );
+        let records_due = crossed(
+            &self.records_since_snapshot,
+            1,
+            self.config.snapshot_every_records,
+        );
+        if bytes_due || records_due {
             self.snapshot_due.store(true, Ordering::Release);
         }
         Ok(lsn)
@@ -781,12 +790,7 @@ impl NodeInner {
             },
         };
         self.publish(task, agent, kind);
-        if !self
-            .table()
-            .tasks
-            .values()
-            .any(|t| t.agent == agent && !t.status.is_terminal())
-        {
+        if self.table().unfinished_of(agent) == 0 {
             self.publish(task, agent, ActivityKind::Idle);
         }
         Ok(Some(lsn))
@@ -805,6 +809,7 @@ impl NodeInner {
                 .wal
                 .append(NODE_STREAM, &event.encode(), SyncMode::Buffer)?;
             self.bytes_since_snapshot.store(0, Ordering::Relaxed);
+            self.records_since_snapshot.store(0, Ordering::Relaxed);
             lsn
         };
         self.wal.checkpoint(Lsn(lsn.0 - 1), &lsn.0.to_le_bytes())?;

@@ -219,6 +219,11 @@ pub struct Table {
     pub tasks: BTreeMap<u64, TaskState>,
     /// Whether the last event applied was a clean shutdown.
     pub clean_shutdown: bool,
+    /// Unfinished tasks per agent, kept by `apply` (so that a task's end
+    /// costs no scan of the table).
+    unfinished: BTreeMap<u64, usize>,
+    /// Their sum.
+    unfinished_total: usize,
 }
 
 impl Table {
@@ -230,6 +235,37 @@ impl Table {
     /// The next free task id.
     pub fn next_task_id(&self) -> u64 {
         self.tasks.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// Unfinished tasks of the node.
+    pub fn unfinished(&self) -> usize {
+        self.unfinished_total
+    }
+
+    /// Unfinished tasks of `agent`.
+    pub fn unfinished_of(&self, agent: u64) -> usize {
+        self.unfinished.get(&agent).copied().unwrap_or(0)
+    }
+
+    fn count_unfinished(&mut self, agent: u64, delta: isize) {
+        let count = self.unfinished.entry(agent).or_default();
+        *count = count.saturating_add_signed(delta);
+        self.unfinished_total = self.unfinished_total.saturating_add_signed(delta);
+    }
+
+    /// Recomputes the unfinished counts from the tasks.
+    fn recount(&mut self) {
+        self.unfinished.clear();
+        self.unfinished_total = 0;
+        let agents: Vec<u64> = self
+            .tasks
+            .values()
+            .filter(|t| !t.status.is_terminal())
+            .map(|t| t.agent)
+            .collect();
+        for agent in agents {
+            self.count_unfinished(agent, 1);
+        }
     }
 
     /// Applies one event. Events for unknown tasks are ignored (they cannot
@@ -248,6 +284,7 @@ impl Table {
                 started_ms,
                 parent,
             } => {
+                self.count_unfinished(*agent, 1);
                 self.tasks.insert(
                     *task,
                     TaskState {
@@ -278,7 +315,12 @@ impl Table {
                     return Ok(());
                 };
                 if let Some(task) = self.tasks.get_mut(&id) {
+                    let was_finished = task.status.is_terminal();
                     apply_to_task(task, other);
+                    if !was_finished && task.status.is_terminal() {
+                        let agent = task.agent;
+                        self.count_unfinished(agent, -1);
+                    }
                 }
             }
         }
@@ -298,6 +340,7 @@ impl Table {
                 }
             }
         }
+        self.recount();
     }
 
     /// Encodes the table as a compressed snapshot.
@@ -392,6 +435,7 @@ impl Table {
             );
         }
         d.finish()?;
+        table.recount();
         Ok(table)
     }
 }

@@ -33,6 +33,7 @@ pub(crate) struct FileConfig {
 struct JournalSection {
     sync: Option<String>,
     snapshot_every_mib: Option<u64>,
+    snapshot_every_records: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -92,6 +93,10 @@ pub(crate) const ENV_KEYS: &[(&str, &str)] = &[
     ("TIFFANY_MAX_ACTIVE_TASKS", "max_active_tasks"),
     ("TIFFANY_SYNC", "journal.sync"),
     ("TIFFANY_SNAPSHOT_EVERY_MIB", "journal.snapshot_every_mib"),
+    (
+        "TIFFANY_SNAPSHOT_EVERY_RECORDS",
+        "journal.snapshot_every_records",
+    ),
     ("TIFFANY_LLM_URL", "llm.url"),
     ("TIFFANY_LLM_MODEL", "llm.model"),
     ("TIFFANY_LLM_API_KEY", "llm.api_key"),
@@ -132,7 +137,10 @@ impl FileConfig {
                 "TIFFANY_MAX_ACTIVE_TASKS" => self.max_active_tasks = Some(parse(name, v)?),
                 "TIFFANY_SYNC" => self.journal.sync = Some(v),
                 "TIFFANY_SNAPSHOT_EVERY_MIB" => {
-                    self.journal.snapshot_every_mib = Some(parse(name, v)?)
+                    self.journal.snapshot_every_mib = Some(parse(name, v)?);
+                }
+                "TIFFANY_SNAPSHOT_EVERY_RECORDS" => {
+                    self.journal.snapshot_every_records = Some(parse(name, v)?);
                 }
                 "TIFFANY_LLM_URL" => self.llm.url = Some(v),
                 "TIFFANY_LLM_MODEL" => self.llm.model = Some(v),
@@ -177,6 +185,9 @@ impl FileConfig {
         }
         if let Some(mib) = self.journal.snapshot_every_mib {
             node.snapshot_every_bytes = mib.max(1) << 20;
+        }
+        if let Some(records) = self.journal.snapshot_every_records {
+            node.snapshot_every_records = records.max(1);
         }
         let defaults = Budgets::default();
         node.budgets = Budgets {

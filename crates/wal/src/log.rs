@@ -1841,7 +1841,12 @@ fn scan_segment<S: Storage>(
                     ));
                 };
                 let ours = matches!(frame, Frame::Invalid) && looks_like_ours(rest, seq32);
-                let later = later_records(bytes, pos, seq32, last_lsn);
+                let later = later_records(bytes, pos, seq32, last_lsn, |at| {
+                    file.next_data(at as u64)
+                        .ok()
+                        .map(|r| r.map(|(start, end)| (start as usize, end as usize)))
+                        .unwrap_or(Some((at, bytes.len())))
+                });
                 // A later record that was written after the damaged one had
                 // been synced proves the damage hit durable data; otherwise
                 // the bytes past `pos` are a crash's torn, never-synced tail.
@@ -1955,13 +1960,32 @@ static ZERO_BLOCK: [u8; 4096] = [0; 4096];
 
 /// Looks for intact records of this segment, newer than `last`, after the
 /// damaged or torn frame at `from`.
-fn later_records(bytes: &[u8], from: usize, seq32: u32, last: Lsn) -> Later {
+/// `data_at(offset)` gives the next range at or after `offset` that may
+/// hold written bytes (see [`StorageFile::next_data`]): never-written
+/// ranges are skipped without being read.
+fn later_records(
+    bytes: &[u8],
+    from: usize,
+    seq32: u32,
+    last: Lsn,
+    mut data_at: impl FnMut(usize) -> Option<(usize, usize)>,
+) -> Later {
     let mut later = Later {
         end: from,
         synced: Lsn(0),
     };
     let mut at = from + format::FRAME_ALIGN;
+    let mut data_end = at;
     while at + FRAME_HEADER <= bytes.len() {
+        if at >= data_end {
+            // A frame starting in a hole would have an all-zero header.
+            let Some((start, end)) = data_at(at) else {
+                break;
+            };
+            at = at.max(start / format::FRAME_ALIGN * format::FRAME_ALIGN);
+            data_end = end.max(at + format::FRAME_ALIGN);
+            continue;
+        }
         let Some(rest) = bytes.get(at..) else { break };
         // The rest of a slot is mostly zeroes, and no frame starts where
         // its whole header would be zero: skip zero blocks with a memcmp.

@@ -94,6 +94,15 @@ pub trait StorageFile: Send + Sync + 'static {
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only view of the file's current contents.
     fn view(&self) -> io::Result<Arc<Self::View>>;
+
+    /// The first range `[start, end)` at or after `offset` that may hold
+    /// written bytes; `None` when nothing after `offset` ever was. File
+    /// systems report never-written preallocated ranges as holes (they read
+    /// as zeroes), so recovery need not read them. The default assumes the
+    /// whole rest of the file holds data.
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        Ok((offset < self.len()).then_some((offset, self.len())))
+    }
 }
 
 /// The real file system.
@@ -178,6 +187,29 @@ impl StorageFile for RealFile {
         // log is open.
         let map = unsafe { memmap2::MmapOptions::new().map(&self.file)? };
         Ok(Arc::new(map))
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        let Ok(from) = libc::off_t::try_from(offset) else {
+            return Ok(None);
+        };
+        let fd = self.file.as_raw_fd();
+        // SAFETY: lseek on a descriptor we own; no memory is involved. The
+        // file position it moves is never used (all I/O is positioned).
+        let start = unsafe { libc::lseek(fd, from, libc::SEEK_DATA) };
+        if start < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENXIO) => Ok(None),
+                // No SEEK_DATA here: everything may be data.
+                Some(libc::EINVAL) => Ok((offset < self.len).then_some((offset, self.len))),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        let end = if end < 0 { self.len } else { end as u64 };
+        Ok(Some((start as u64, end.min(self.len))))
     }
 }
 
@@ -316,6 +348,53 @@ mod tests {
         let mut buf = [0u8; 3];
         again.read_at(4096, &mut buf).expect("read");
         assert_eq!(&buf, b"abc");
+    }
+
+    #[test]
+    fn storage_next_data_covers_every_written_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = FileStorage
+            .create(&dir.path().join("f"), 4 << 20)
+            .expect("create");
+        let written = [
+            (0u64, b"head".as_slice()),
+            (1 << 20, b"middle"),
+            ((3 << 20) + 5, b"late"),
+        ];
+        for (at, bytes) in written {
+            f.write_at(at, bytes).expect("write");
+        }
+        f.sync_data().expect("sync");
+        for (at, bytes) in written {
+            // From anywhere before a written byte, some reported range
+            // holds it (a file system without holes reports everything).
+            for from in [0, at.saturating_sub(1), at] {
+                let mut offset = from;
+                let found = loop {
+                    match f.next_data(offset).expect("next_data") {
+                        None => break false,
+                        Some((start, end)) if start <= at && at + bytes.len() as u64 <= end => {
+                            break true;
+                        }
+                        Some((start, end)) => {
+                            assert!(
+                                start >= offset && end > start,
+                                "{start}..{end} from {offset}"
+                            );
+                            if start > at {
+                                break false;
+                            }
+                            offset = end;
+                        }
+                    }
+                };
+                assert!(
+                    found,
+                    "the bytes at {at} are not in a range found from {from}"
+                );
+            }
+        }
+        assert_eq!(f.next_data(4 << 20).expect("at the end"), None);
     }
 
     #[test]

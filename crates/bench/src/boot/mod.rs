@@ -267,11 +267,43 @@ fn copy_dir(from: &Path, to: &Path) -> Result<Vec<PathBuf>> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(&file, &target)
+        copy_sparse(&file, &target)
             .with_context(|| format!("cannot copy {} to {}", file.display(), target.display()))?;
         copies.push(target);
     }
     Ok(copies)
+}
+
+/// Copies `from` to `to` leaving its all-zero blocks as holes, as the
+/// log's never-written preallocated ranges are in the original (a plain
+/// copy would turn them into data that recovery has to read).
+#[allow(clippy::disallowed_methods)]
+fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 64 << 10;
+    let mut source = std::fs::File::open(from)?;
+    let target = std::fs::File::create(to)?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut at = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < BLOCK {
+            match source.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if buf[..filled].iter().any(|&b| b != 0) {
+            target.write_all_at(&buf[..filled], at)?;
+        }
+        at += filled as u64;
+    }
+    target.set_len(at)?;
+    target.sync_all()
 }
 
 /// Every file under `dir`, recursively.

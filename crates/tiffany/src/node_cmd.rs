@@ -52,6 +52,9 @@ pub(crate) struct RunArgs {
     /// Where the journal and workspace go [default: a fresh directory]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Print the activity stream as JSON lines (one PAL event per line)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,7 +330,12 @@ pub(crate) fn run(node_args: &NodeArgs, args: &RunArgs) -> Result<()> {
     let final_state = loop {
         match pal.blocking_recv() {
             Received::Event(a) if a.task == task => {
-                writeln!(out, "{}", describe(&a.kind))?;
+                if args.json {
+                    serde_json::to_writer(&mut out, &a)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(out, "{}", describe(&a.kind))?;
+                }
                 if matches!(
                     a.kind,
                     ActivityKind::Completed { .. } | ActivityKind::Failed { .. }

@@ -2,57 +2,15 @@
 //! scripted planner; restarts in the same process stand in for crashes of
 //! the process (the journal is in the page cache, as after a SIGKILL).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
 use std::time::Duration;
 
 use serde_json::json;
-use tiffany_agent::{ActivityKind, AgentOptions, Filter, Node, NodeConfig, Received, TaskStatus};
-use tiffany_llm::{
-    BoxFuture, LlmError, LlmProvider, LlmRequest, LlmResponse, Role, Scripted, Step,
-};
-use tiffany_skills::{BuiltinConfig, Registry};
+use tiffany_agent::{ActivityKind, AgentOptions, Filter, Node, Received, TaskStatus};
+use tiffany_llm::{Role, Scripted, Step};
 
-/// Counts the planner calls, per step, of any provider.
-struct Counting {
-    inner: Scripted,
-    calls: AtomicUsize,
-}
-
-impl Counting {
-    fn new(inner: Scripted) -> Arc<Counting> {
-        Arc::new(Counting {
-            inner,
-            calls: AtomicUsize::new(0),
-        })
-    }
-}
-
-impl LlmProvider for Counting {
-    fn name(&self) -> &str {
-        "counting"
-    }
-
-    fn complete<'a>(
-        &'a self,
-        request: &'a LlmRequest,
-    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.complete(request)
-    }
-}
-
-fn skills() -> Arc<Registry> {
-    Arc::new(Registry::with_builtins(BuiltinConfig::default()))
-}
-
-fn config(dir: &std::path::Path) -> NodeConfig {
-    let mut config = NodeConfig::new(dir);
-    config.workers = Some(1);
-    config
-}
-
-const WAIT: Duration = Duration::from_secs(30);
+use common::{Counting, WAIT, config, skills};
 
 #[test]
 fn a_task_plans_runs_parallel_calls_observes_and_concludes() {
@@ -78,7 +36,7 @@ fn a_task_plans_runs_parallel_calls_observes_and_concludes() {
     assert_eq!(state.status, TaskStatus::Completed, "{state:?}");
     assert_eq!(state.outcome.as_deref(), Some("done"));
     assert_eq!(state.steps, 3);
-    assert_eq!(planner.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(planner.count(), 3);
     let results: Vec<&str> = state
         .conversation
         .iter()
@@ -140,7 +98,7 @@ fn a_task_plans_runs_parallel_calls_observes_and_concludes() {
     assert_eq!((recovery.finished, recovery.resumed), (1, 0));
     assert_eq!(node.task(task).unwrap().status, TaskStatus::Completed);
     assert_eq!(node.wait_idle(WAIT), 0);
-    assert_eq!(again.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(again.count(), 0);
 }
 
 #[test]
@@ -178,7 +136,7 @@ fn a_stopped_task_resumes_at_its_next_step_without_asking_again() {
     }
     node.flush().unwrap();
     drop(node);
-    assert_eq!(first.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(first.count(), 2);
 
     // The wait is idempotent, so it runs again (shortened here by a new
     // script would change the answer: keep the same one and let a shorter
@@ -192,7 +150,7 @@ fn a_stopped_task_resumes_at_its_next_step_without_asking_again() {
     let state = node.wait(task, WAIT).unwrap();
     assert_eq!(state.status, TaskStatus::Completed, "{state:?}");
     // Steps 0 and 1 were journaled: only step 2 was asked.
-    assert_eq!(second.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(second.count(), 1);
     assert_eq!(state.steps, 3);
     let observations: Vec<&str> = state
         .conversation

@@ -7,11 +7,51 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tiffany_agent::{Node, NodeConfig, TaskState};
-use tiffany_llm::{BreakerConfig, LlmProvider, OpenAiCompatible, OpenAiConfig, Role};
+use tiffany_llm::{
+    BoxFuture, BreakerConfig, LlmError, LlmProvider, LlmRequest, LlmResponse, OpenAiCompatible,
+    OpenAiConfig, Role, Scripted,
+};
 use tiffany_skills::{BuiltinConfig, Registry};
+
+/// The scripted planner, counting its calls.
+pub struct Counting {
+    inner: Scripted,
+    /// Planner calls so far.
+    pub calls: AtomicUsize,
+}
+
+impl Counting {
+    /// Counts the calls of `inner`.
+    pub fn new(inner: Scripted) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    /// Planner calls so far.
+    pub fn count(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl LlmProvider for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a LlmRequest,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete(request)
+    }
+}
 
 /// How long a test waits for a task before it gives up (a failure, never
 /// a measurement).

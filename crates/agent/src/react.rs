@@ -52,10 +52,20 @@ async fn drive(node: &Arc<NodeInner>, task: u64, resumed: bool) -> Result<(), No
     // When the cycle in progress began (set when its plan step starts).
     let mut cycle_start: Option<Instant> = None;
     loop {
-        let Some(state) = node.table().tasks.get(&task).cloned() else {
-            return Ok(());
+        // Decided under the lock, copying only what the step needs: the
+        // conversation when it plans, the pending calls when it executes.
+        let (next, over_budget, messages) = {
+            let table = node.table();
+            let Some(state) = table.tasks.get(&task) else {
+                return Ok(());
+            };
+            let next = state.next();
+            match next {
+                Next::Plan { .. } => (next, over_budget(node, state), state.conversation.clone()),
+                _ => (next, None, Vec::new()),
+            }
         };
-        match state.next() {
+        match next {
             Next::Finished => return Ok(()),
             Next::Conclude(answer) => {
                 end_cycle(node, &mut cycle_start);
@@ -63,24 +73,16 @@ async fn drive(node: &Arc<NodeInner>, task: u64, resumed: bool) -> Result<(), No
             }
             Next::Plan { step } => {
                 end_cycle(node, &mut cycle_start);
-                if let Some(reason) = over_budget(node, &state) {
-                    return conclude(
-                        node,
-                        task,
-                        Event::TaskFailed {
-                            task,
-                            error: reason,
-                        },
-                    )
-                    .await;
+                if let Some(error) = over_budget {
+                    return conclude(node, task, Event::TaskFailed { task, error }).await;
                 }
                 cycle_start = Some(Instant::now());
-                if let Err(error) = plan(node, &state, step).await {
+                if let Err(error) = plan(node, task, agent, step, messages).await {
                     let error = format!("the planner failed at step {step}: {error}");
                     return conclude(node, task, Event::TaskFailed { task, error }).await;
                 }
             }
-            Next::Execute { step, calls } => execute(node, &state, step, calls).await?,
+            Next::Execute { step, calls } => execute(node, task, agent, step, calls).await?,
         }
     }
 }
@@ -137,33 +139,39 @@ pub(crate) fn tools_for(node: &NodeInner, agent: u64) -> Vec<ToolSpec> {
         .collect()
 }
 
-async fn plan(node: &NodeInner, state: &TaskState, step: u32) -> Result<(), PlanError> {
-    let tools = tools_for(node, state.agent);
+async fn plan(
+    node: &NodeInner,
+    task: u64,
+    agent: u64,
+    step: u32,
+    messages: Vec<tiffany_llm::Message>,
+) -> Result<(), PlanError> {
+    let tools = tools_for(node, agent);
     let names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
     let request = LlmRequest {
-        messages: state.conversation.clone(),
+        messages,
         tools,
         max_tokens: None,
     };
     let fingerprint = fingerprint(&request.messages, &names);
     node.journal(
-        state.agent,
+        agent,
         &Event::LlmRequested {
-            task: state.id,
+            task,
             step,
             fingerprint,
         },
     )?;
-    node.publish(state.id, state.agent, ActivityKind::WaitingForLlm { step });
+    node.publish(task, agent, ActivityKind::WaitingForLlm { step });
     let response = node.llm.complete(&request).await.map_err(PlanError::Llm)?;
     let event = Event::LlmResponded {
-        task: state.id,
+        task,
         step,
         content: response.message.content,
         tool_calls: response.message.tool_calls,
         usage: response.usage,
     };
-    node.journal(state.agent, &event)?;
+    node.journal(agent, &event)?;
     Ok(())
 }
 
@@ -179,11 +187,11 @@ enum PlanError {
 /// child task per call, each journaling its own result when it finishes.
 async fn execute(
     node: &Arc<NodeInner>,
-    state: &TaskState,
+    task: u64,
+    agent: u64,
     step: u32,
     calls: Vec<(u32, ToolCall, bool)>,
 ) -> Result<(), NodeError> {
-    let (task, agent) = (state.id, state.agent);
     let mut to_run = Vec::with_capacity(calls.len());
     let mut last_start = None;
     for (index, call, was_started) in calls {

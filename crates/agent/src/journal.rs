@@ -17,6 +17,7 @@
 use tiffany_llm::{Message, ToolCall, Usage};
 
 use crate::codec::{Decoder, Encoder};
+use crate::state::{TaskStatus, WaitOn};
 
 /// The version written in the first byte of every record.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -213,6 +214,216 @@ pub enum Event {
     },
     /// The node shut down cleanly.
     Shutdown,
+    /// A program task (a registered function run over a [`crate::Ctx`])
+    /// received its input.
+    ProgramStarted {
+        /// Task id.
+        task: u64,
+        /// Owning agent.
+        agent: u64,
+        /// The registered program's name.
+        program: String,
+        /// Its input.
+        input: String,
+        /// Wall-clock start, milliseconds since the Unix epoch.
+        started_ms: u64,
+        /// The task that spawned it, if any.
+        parent: Option<u64>,
+    },
+    /// One [`crate::Ctx`] call of a program task: that it began, or what it
+    /// returned. Calls are numbered in the order the program makes them.
+    Effect {
+        /// Task id.
+        task: u64,
+        /// The call's number in the task (0-based).
+        seq: u32,
+        /// FNV-1a of what was asked (kind and arguments): a re-run program
+        /// asking something else at `seq` is not deterministic.
+        call: u64,
+        /// What happened.
+        effect: Effect,
+    },
+}
+
+/// What one [`crate::Ctx`] call of a program task journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// The call began and waits; a skill's is durable before it runs.
+    Began(WaitOn),
+    /// The planner answered.
+    Answered {
+        /// The answer text.
+        content: String,
+        /// The tool calls.
+        tool_calls: Vec<ToolCall>,
+        /// Tokens used.
+        usage: Usage,
+    },
+    /// A skill ran.
+    Ran {
+        /// Whether it succeeded.
+        ok: bool,
+        /// Its output, or the error text.
+        content: String,
+    },
+    /// A non-idempotent skill was in flight at a crash: not run again.
+    Interrupted,
+    /// A durable timer: the call sleeps until this wall-clock time
+    /// (milliseconds since the Unix epoch), across restarts.
+    Timer {
+        /// The deadline.
+        until_ms: u64,
+    },
+    /// The wall clock was read.
+    Clock {
+        /// Milliseconds since the Unix epoch.
+        ms: u64,
+    },
+    /// A child task was started: its [`Event::TaskStarted`] or
+    /// [`Event::ProgramStarted`], applied with this record (one record, so
+    /// a crash cannot start a child twice).
+    Spawned(Box<Event>),
+    /// A child task ended and the caller saw how.
+    Joined {
+        /// The child.
+        child: u64,
+        /// Its terminal status.
+        status: TaskStatus,
+        /// Its answer or error.
+        outcome: String,
+    },
+}
+
+impl Effect {
+    fn name(&self) -> &'static str {
+        match self {
+            Effect::Began(_) => "began",
+            Effect::Answered { .. } => "answered",
+            Effect::Ran { .. } => "ran",
+            Effect::Interrupted => "interrupted",
+            Effect::Timer { .. } => "timer",
+            Effect::Clock { .. } => "clock",
+            Effect::Spawned(_) => "spawned",
+            Effect::Joined { .. } => "joined",
+        }
+    }
+
+    pub(crate) fn encode_into(&self, e: &mut Encoder) {
+        match self {
+            Effect::Began(on) => {
+                e.u8(0);
+                e.u8(TaskStatus::Waiting(*on).code());
+            }
+            Effect::Answered {
+                content,
+                tool_calls,
+                usage,
+            } => {
+                e.u8(1);
+                e.str(content);
+                e.tool_calls(tool_calls);
+                e.varint(usage.prompt_tokens);
+                e.varint(usage.completion_tokens);
+            }
+            Effect::Ran { ok, content } => {
+                e.u8(2);
+                e.u8(u8::from(*ok));
+                e.str(content);
+            }
+            Effect::Interrupted => e.u8(3),
+            Effect::Timer { until_ms } => {
+                e.u8(4);
+                e.varint(*until_ms);
+            }
+            Effect::Clock { ms } => {
+                e.u8(5);
+                e.varint(*ms);
+            }
+            Effect::Spawned(child) => {
+                e.u8(6);
+                child.encode_into(e);
+            }
+            Effect::Joined {
+                child,
+                status,
+                outcome,
+            } => {
+                e.u8(7);
+                e.varint(*child);
+                e.u8(status.code());
+                e.str(outcome);
+            }
+        }
+    }
+
+    pub(crate) fn decode_from(d: &mut Decoder<'_>) -> Result<Effect, JournalError> {
+        let status = |d: &mut Decoder<'_>| {
+            TaskStatus::from_code(d.u8()?).ok_or_else(|| d.malformed("a task status code"))
+        };
+        Ok(match d.u8()? {
+            0 => match status(d)? {
+                TaskStatus::Waiting(on) => Effect::Began(on),
+                _ => return Err(d.malformed("a wait kind")),
+            },
+            1 => Effect::Answered {
+                content: d.string()?,
+                tool_calls: d.tool_calls()?,
+                usage: Usage {
+                    prompt_tokens: d.varint()?,
+                    completion_tokens: d.varint()?,
+                },
+            },
+            2 => Effect::Ran {
+                ok: d.bool()?,
+                content: d.string()?,
+            },
+            3 => Effect::Interrupted,
+            4 => Effect::Timer {
+                until_ms: d.varint()?,
+            },
+            5 => Effect::Clock { ms: d.varint()? },
+            6 => match Event::decode_from(d)? {
+                child @ (Event::TaskStarted { .. } | Event::ProgramStarted { .. }) => {
+                    Effect::Spawned(Box::new(child))
+                }
+                _ => return Err(d.malformed("a child task's start")),
+            },
+            7 => Effect::Joined {
+                child: d.varint()?,
+                status: status(d)?,
+                outcome: d.string()?,
+            },
+            _ => return Err(d.malformed("an effect kind")),
+        })
+    }
+
+    /// The effect as a JSON object (`{"effect": kind, ...fields}`).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut v = match self {
+            Effect::Began(on) => json!({"waits_on": TaskStatus::Waiting(*on).waiting_on()}),
+            Effect::Answered {
+                content,
+                tool_calls,
+                usage,
+            } => json!({
+                "content": content, "tool_calls": tool_calls,
+                "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            }),
+            Effect::Ran { ok, content } => json!({"ok": ok, "content": content}),
+            Effect::Interrupted => json!({}),
+            Effect::Timer { until_ms } => json!({"until_ms": until_ms}),
+            Effect::Clock { ms } => json!({"ms": ms}),
+            Effect::Spawned(child) => json!({"child": child.to_json()}),
+            Effect::Joined {
+                child,
+                status,
+                outcome,
+            } => json!({"child": child, "status": status.as_str(), "outcome": outcome}),
+        };
+        v["effect"] = self.name().into();
+        v
+    }
 }
 
 impl Event {
@@ -229,7 +440,9 @@ impl Event {
             | Event::Unparked { task }
             | Event::TaskCompleted { task, .. }
             | Event::TaskFailed { task, .. }
-            | Event::TaskCancelled { task } => Some(*task),
+            | Event::TaskCancelled { task }
+            | Event::ProgramStarted { task, .. }
+            | Event::Effect { task, .. } => Some(*task),
             Event::AgentCreated(_) | Event::Snapshot { .. } | Event::Shutdown => None,
         }
     }
@@ -251,6 +464,8 @@ impl Event {
             Event::TaskCancelled { .. } => "task_cancelled",
             Event::Snapshot { .. } => "snapshot",
             Event::Shutdown => "shutdown",
+            Event::ProgramStarted { .. } => "program_started",
+            Event::Effect { .. } => "effect",
         }
     }
 
@@ -381,6 +596,34 @@ impl Event {
                 e.varint(u64::from(*step));
                 e.varint(u64::from(*call));
             }
+            Event::ProgramStarted {
+                task,
+                agent,
+                program,
+                input,
+                started_ms,
+                parent,
+            } => {
+                e.u8(15);
+                e.varint(*task);
+                e.varint(*agent);
+                e.str(program);
+                e.str(input);
+                e.varint(*started_ms);
+                e.opt_varint(*parent);
+            }
+            Event::Effect {
+                task,
+                seq,
+                call,
+                effect,
+            } => {
+                e.u8(16);
+                e.varint(*task);
+                e.varint(u64::from(*seq));
+                e.u64_fixed(*call);
+                effect.encode_into(e);
+            }
         }
     }
 
@@ -480,6 +723,20 @@ impl Event {
                 step: d.u32()?,
                 call: d.u32()?,
             },
+            15 => Event::ProgramStarted {
+                task: d.varint()?,
+                agent: d.varint()?,
+                program: d.string()?,
+                input: d.string()?,
+                started_ms: d.varint()?,
+                parent: d.opt_varint()?,
+            },
+            16 => Event::Effect {
+                task: d.varint()?,
+                seq: d.u32()?,
+                call: d.u64_fixed()?,
+                effect: Effect::decode_from(d)?,
+            },
             other => return Err(JournalError::UnknownKind(other)),
         })
     }
@@ -543,6 +800,29 @@ impl Event {
             Event::TaskFailed { task, error } => json!({"task": task, "error": error}),
             Event::Snapshot { compressed } => json!({"compressed_bytes": compressed.len()}),
             Event::Shutdown => json!({}),
+            Event::ProgramStarted {
+                task,
+                agent,
+                program,
+                input,
+                started_ms,
+                parent,
+            } => json!({
+                "task": task, "agent": agent, "program": program, "input": input,
+                "started_ms": started_ms, "parent": parent,
+            }),
+            Event::Effect {
+                task,
+                seq,
+                call,
+                effect,
+            } => {
+                let mut v = effect.to_json();
+                v["task"] = (*task).into();
+                v["seq"] = (*seq).into();
+                v["call"] = format!("{call:016x}").into();
+                v
+            }
         };
         v["event"] = self.kind().into();
         v
@@ -594,7 +874,8 @@ pub fn fingerprint(messages: &[Message], tools: &[String]) -> u64 {
     h.0
 }
 
-struct Fnv(u64);
+/// FNV-1a, 64 bits: cheap, stable across builds and platforms.
+pub(crate) struct Fnv(pub(crate) u64);
 
 impl Default for Fnv {
     fn default() -> Fnv {
@@ -603,7 +884,7 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
@@ -684,6 +965,62 @@ mod tests {
                 compressed: vec![1, 2, 3],
             },
             Event::Shutdown,
+            Event::ProgramStarted {
+                task: 4,
+                agent: 7,
+                program: "orchestrate".into(),
+                input: "42".into(),
+                started_ms: 5,
+                parent: None,
+            },
+        ]
+        .into_iter()
+        .chain(
+            effects()
+                .into_iter()
+                .enumerate()
+                .map(|(seq, effect)| Event::Effect {
+                    task: 4,
+                    seq: seq as u32,
+                    call: 0x0123_4567_89ab_cdef,
+                    effect,
+                }),
+        )
+        .collect()
+    }
+
+    fn effects() -> Vec<Effect> {
+        vec![
+            Effect::Began(WaitOn::Skill),
+            Effect::Began(WaitOn::Join),
+            Effect::Answered {
+                content: "a".into(),
+                tool_calls: vec![],
+                usage: Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                },
+            },
+            Effect::Ran {
+                ok: true,
+                content: "out".into(),
+            },
+            Effect::Interrupted,
+            Effect::Timer { until_ms: 99 },
+            Effect::Clock { ms: 98 },
+            Effect::Spawned(Box::new(Event::TaskStarted {
+                task: 5,
+                agent: 7,
+                system: "s".into(),
+                instruction: "i".into(),
+                started_ms: 1,
+                parent: Some(4),
+            })),
+            Effect::Joined {
+                child: 5,
+                status: TaskStatus::Failed,
+                outcome: "no".into(),
+            },
         ]
     }
 
@@ -728,6 +1065,44 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_spawn_holds_only_a_task_start() {
+        let mut bytes = Event::Effect {
+            task: 1,
+            seq: 0,
+            call: 0,
+            effect: Effect::Spawned(Box::new(Event::Shutdown)),
+        }
+        .encode();
+        assert!(matches!(
+            Event::decode(&bytes),
+            Err(JournalError::Malformed { .. })
+        ));
+        bytes.truncate(2);
+        assert!(Event::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn effects_render_with_their_call() {
+        let line = Event::Effect {
+            task: 3,
+            seq: 2,
+            call: 255,
+            effect: Effect::Timer { until_ms: 7 },
+        }
+        .to_string();
+        assert!(line.starts_with("effect "), "{line}");
+        for part in [
+            "task=3",
+            "seq=2",
+            "call=\"00000000000000ff\"",
+            "effect=\"timer\"",
+            "until_ms=7",
+        ] {
+            assert!(line.contains(part), "{part} in {line}");
+        }
     }
 
     #[test]

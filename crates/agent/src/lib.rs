@@ -33,6 +33,7 @@
 
 mod audit;
 mod codec;
+mod ctx;
 mod journal;
 mod node;
 mod pal;
@@ -41,9 +42,12 @@ mod state;
 mod stats;
 
 pub use audit::{Audit, Divergence, audit};
+pub use ctx::{ChildOutcome, Ctx, CtxError, ProgramFuture, Programs};
 pub use journal::{
-    AgentSpec, Event, JournalError, NODE_STREAM, Priority, SCHEMA_VERSION, fingerprint,
+    AgentSpec, Effect, Event, JournalError, NODE_STREAM, Priority, SCHEMA_VERSION, fingerprint,
 };
 pub use node::{AgentOptions, Budgets, Node, NodeConfig, NodeError, NodeStats, Recovery, inspect};
 pub use pal::{Activity, ActivityKind, Filter, Pal, Received, Subscription, write_json_lines};
-pub use state::{Next, Table, TaskState, TaskStatus, WaitOn, interrupted_observation};
+pub use state::{
+    EffectRecord, Next, Table, TaskState, TaskStatus, WaitOn, interrupted_observation,
+};

@@ -21,10 +21,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tiffany_llm::LlmProvider;
-use tiffany_sched::{Group, GroupConfig, JoinHandle, Runtime};
+use tiffany_sched::{Group, GroupConfig, Handle, JoinHandle, Runtime};
 use tiffany_skills::{Grants, Registry};
 use tiffany_wal::{Lsn, SyncMode, Wal, WalConfig};
 
+use crate::ctx::Programs;
 use crate::journal::{AgentSpec, Event, JournalError, NODE_STREAM, Priority};
 use crate::pal::{Activity, ActivityKind, Pal};
 use crate::state::{Table, TaskState, TaskStatus};
@@ -185,6 +186,9 @@ pub enum NodeError {
     /// The node was opened read-only.
     #[error("the node was opened for inspection only")]
     ReadOnly,
+    /// No program of this name is registered (see [`Programs`]).
+    #[error("no program `{0}` is registered")]
+    UnknownProgram(String),
 }
 
 /// What [`Node::open`] found in the journal.
@@ -202,6 +206,10 @@ pub struct Recovery {
     pub finished: usize,
     /// Unfinished tasks continued (or, when inspecting, that would be).
     pub resumed: usize,
+    /// Unfinished program tasks left waiting because their program is not
+    /// registered in this node (they continue when a node that has it
+    /// opens the journal).
+    pub missing_programs: usize,
 }
 
 /// Counters a node keeps while it runs.
@@ -229,6 +237,11 @@ pub(crate) struct NodeInner {
     pub(crate) finished: Condvar,
     pub(crate) llm: Arc<dyn LlmProvider>,
     pub(crate) skills: Arc<Registry>,
+    pub(crate) programs: Programs,
+    /// Woken whenever a task finishes (for [`crate::Ctx::join`]).
+    pub(crate) task_ended: tokio::sync::Notify,
+    /// Where tasks run.
+    sched: Handle,
     pub(crate) pal: Pal,
     pub(crate) cycles: CycleStats,
     /// Permits for [`NodeConfig::max_active_tasks`].
@@ -241,6 +254,8 @@ pub(crate) struct NodeInner {
     /// journaling call to clear it writes the snapshot, outside the lock.
     snapshot_due: AtomicBool,
     snapshots: AtomicU64,
+    /// Set when the runtime is dropped: no task starts after it.
+    stopped: AtomicBool,
 }
 
 /// A running node.
@@ -336,8 +351,26 @@ impl Node {
         llm: Arc<dyn LlmProvider>,
         skills: Arc<Registry>,
     ) -> Result<(Node, Recovery), NodeError> {
+        Node::open_with(config, llm, skills, Programs::default())
+    }
+
+    /// [`Node::open`], with programs that tasks can run (see
+    /// [`Node::submit_program`]); unfinished program tasks continue too.
+    pub fn open_with(
+        config: NodeConfig,
+        llm: Arc<dyn LlmProvider>,
+        skills: Arc<Registry>,
+        programs: Programs,
+    ) -> Result<(Node, Recovery), NodeError> {
         let wal = Wal::open(config.wal_dir(), config.wal.clone())?;
-        let (table, recovery) = recover_table(&wal, History::FromSnapshot)?;
+        let (table, mut recovery) = recover_table(&wal, History::FromSnapshot)?;
+        recovery.missing_programs = table
+            .tasks
+            .values()
+            .filter(|t| !t.status.is_terminal())
+            .filter_map(|t| t.program.as_deref())
+            .filter(|name| !programs.contains(name))
+            .count();
         let mut builder = Runtime::builder().thread_name("tiffany-agent");
         if let Some(workers) = config.workers {
             builder = builder.workers(workers);
@@ -354,6 +387,9 @@ impl Node {
             finished: Condvar::new(),
             llm,
             skills,
+            programs,
+            task_ended: tokio::sync::Notify::new(),
+            sched: runtime.handle().clone(),
             pal,
             cycles: CycleStats::default(),
             admission,
@@ -363,6 +399,7 @@ impl Node {
             records_since_snapshot: AtomicU64::new(0),
             snapshot_due: AtomicBool::new(false),
             snapshots: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         });
         let node = Node {
             inner,
@@ -386,14 +423,14 @@ impl Node {
             .map(|t| t.agent)
             .collect();
         for agent in parked {
-            if let Some(group) = node.inner.group(agent, node.runtime.as_ref()) {
+            if let Some(group) = node.inner.group(agent) {
                 for class in tiffany_sched::Priority::ALL {
                     group.park(class);
                 }
             }
         }
         for (task, agent) in unfinished {
-            node.start(task, agent, true);
+            node.inner.start(task, agent, true);
         }
         Ok((node, recovery))
     }
@@ -480,7 +517,34 @@ impl Node {
             self.inner.append_locked(&mut table, agent, &event)?;
             task
         };
-        self.start(task, agent, false);
+        self.inner.start(task, agent, false);
+        Ok(task)
+    }
+
+    /// Gives `agent` a task that runs the registered program `program` on
+    /// `input` (see [`crate::Ctx`]); durable like [`Node::submit`].
+    pub fn submit_program(&self, agent: u64, program: &str, input: &str) -> Result<u64, NodeError> {
+        if !self.inner.programs.contains(program) {
+            return Err(NodeError::UnknownProgram(program.to_owned()));
+        }
+        let task = {
+            let mut table = self.inner.table();
+            if !table.agents.contains_key(&agent) {
+                return Err(NodeError::UnknownAgent(agent.to_string()));
+            }
+            let task = table.next_task_id();
+            let event = Event::ProgramStarted {
+                task,
+                agent,
+                program: program.to_owned(),
+                input: input.to_owned(),
+                started_ms: now_ms(),
+                parent: None,
+            };
+            self.inner.append_locked(&mut table, agent, &event)?;
+            task
+        };
+        self.inner.start(task, agent, false);
         Ok(task)
     }
 
@@ -534,7 +598,7 @@ impl Node {
             |task| Event::Parked { task },
             |s| s != TaskStatus::Parked,
         )?;
-        if let Some(group) = self.inner.group(agent, self.runtime.as_ref()) {
+        if let Some(group) = self.inner.group(agent) {
             for class in tiffany_sched::Priority::ALL {
                 group.park(class);
             }
@@ -552,7 +616,7 @@ impl Node {
             |task| Event::Unparked { task },
             |s| s == TaskStatus::Parked,
         )?;
-        if let Some(group) = self.inner.group(agent, self.runtime.as_ref()) {
+        if let Some(group) = self.inner.group(agent) {
             for class in tiffany_sched::Priority::ALL {
                 group.unpark(class);
             }
@@ -640,16 +704,11 @@ impl Node {
     fn stop_runtime(&mut self) {
         // Dropping the runtime cancels every loop at its current await; the
         // journal already holds everything they did.
-        drop(self.runtime.take());
+        if let Some(runtime) = self.runtime.take() {
+            self.inner.stopped.store(true, Ordering::Release);
+            drop(runtime);
+        }
         self.inner.handles().clear();
-    }
-
-    fn start(&self, task: u64, agent: u64, resumed: bool) {
-        let group = self.inner.group(agent, self.runtime.as_ref());
-        let Some(group) = group else { return };
-        let inner = Arc::clone(&self.inner);
-        let handle = group.spawn_pinned(move || crate::react::run(inner, task, resumed));
-        self.inner.handles().insert(task, handle);
     }
 }
 
@@ -691,8 +750,30 @@ impl NodeInner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn group(&self, agent: u64, runtime: Option<&Runtime>) -> Option<Group> {
-        let runtime = runtime?;
+    /// Starts task `task`'s loop (or program) on its agent's group.
+    pub(crate) fn start(self: &Arc<Self>, task: u64, agent: u64, resumed: bool) {
+        let Some(group) = self.group(agent) else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        let handle = group.spawn_pinned(move || crate::react::run(inner, task, resumed));
+        self.handles().insert(task, handle);
+    }
+
+    /// Whether calling skill `name` with `arguments` again is safe (an
+    /// unknown skill or unreadable arguments only ever fail, so they are).
+    pub(crate) fn is_idempotent(&self, name: &str, arguments: &str) -> bool {
+        self.skills.get(name).is_none_or(|skill| {
+            serde_json::from_str(arguments).is_ok_and(|args| skill.idempotent_call(&args))
+        })
+    }
+
+    /// The scheduler group of `agent`, created on first use; `None` once
+    /// the node is stopping or for an unknown agent.
+    fn group(&self, agent: u64) -> Option<Group> {
+        if self.stopped.load(Ordering::Acquire) {
+            return None;
+        }
         let mut groups = self
             .groups
             .lock()
@@ -706,7 +787,9 @@ impl NodeInner {
             Priority::Normal => tiffany_sched::Priority::Normal,
             Priority::Background => tiffany_sched::Priority::Background,
         };
-        let group = runtime.group(GroupConfig::new(spec.name).priority(priority));
+        let group = self
+            .sched
+            .group(GroupConfig::new(spec.name).priority(priority));
         groups.insert(agent, group.clone());
         Some(group)
     }
@@ -778,6 +861,7 @@ impl NodeInner {
         let lsn = self.append_locked(&mut table, agent, event)?;
         drop(table);
         self.finished.notify_all();
+        self.task_ended.notify_waiters();
         let kind = match event {
             Event::TaskCompleted { answer, .. } => ActivityKind::Completed {
                 answer: answer.clone(),

@@ -12,43 +12,58 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tiffany_llm::{LlmRequest, ToolCall, ToolSpec};
-use tiffany_skills::{SkillCtx, SkillError};
 
-use crate::journal::{Event, fingerprint};
+use crate::ctx::{Ctx, PlanError, program_instruction, run_program};
+use crate::journal::Event;
 use crate::node::{NodeError, NodeInner, now_ms};
 use crate::pal::ActivityKind;
 use crate::state::{Next, TaskState};
 
-/// Runs task `task` to its end. Journal failures (a poisoned WAL) stop the
-/// loop: the task continues when the node is reopened.
+/// Runs task `task` to its end: its ReAct loop, or its program. Journal
+/// failures (a poisoned WAL) stop it: the task continues when the node is
+/// reopened.
 pub(crate) async fn run(node: Arc<NodeInner>, task: u64, resumed: bool) {
-    // Held until the loop ends (see `NodeConfig::max_active_tasks`).
+    // Held until the task ends (see `NodeConfig::max_active_tasks`).
     let _admitted = match &node.admission {
         Some(permits) => Some(Arc::clone(permits).acquire_owned().await),
         None => None,
     };
-    if let Err(error) = drive(&node, task, resumed).await {
-        tracing::error!(task, %error, "task stopped: its journal failed; it resumes when the node reopens");
-    }
-}
-
-async fn drive(node: &Arc<NodeInner>, task: u64, resumed: bool) -> Result<(), NodeError> {
-    let Some((agent, instruction)) = node
+    let Some((agent, instruction, program)) = node
         .table()
         .tasks
         .get(&task)
-        .map(|t| (t.agent, t.instruction.clone()))
+        .map(|t| (t.agent, t.instruction.clone(), t.program.clone()))
     else {
-        return Ok(());
+        return;
+    };
+    let shown = match &program {
+        Some(name) => program_instruction(name, &instruction),
+        None => instruction.clone(),
     };
     node.publish(
         task,
         agent,
         ActivityKind::ReceivedInstruction {
-            instruction,
+            instruction: shown,
             resumed,
         },
     );
+    let ctx = Ctx::new(Arc::clone(&node), task, agent);
+    let result = match program {
+        Some(name) => match run_program(Arc::clone(&node), task, agent, &name, instruction).await {
+            Ok(Some(end)) => conclude(&node, task, end).await,
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        },
+        None => drive(&ctx).await,
+    };
+    if let Err(error) = result {
+        tracing::error!(task, %error, "task stopped: its journal failed; it resumes when the node reopens");
+    }
+}
+
+async fn drive(ctx: &Ctx) -> Result<(), NodeError> {
+    let (node, task) = (ctx.node(), ctx.task());
     // When the cycle in progress began (set when its plan step starts).
     let mut cycle_start: Option<Instant> = None;
     loop {
@@ -66,7 +81,7 @@ async fn drive(node: &Arc<NodeInner>, task: u64, resumed: bool) -> Result<(), No
             }
         };
         match next {
-            Next::Finished => return Ok(()),
+            Next::Finished | Next::Program => return Ok(()),
             Next::Conclude(answer) => {
                 end_cycle(node, &mut cycle_start);
                 return conclude(node, task, Event::TaskCompleted { task, answer }).await;
@@ -77,12 +92,16 @@ async fn drive(node: &Arc<NodeInner>, task: u64, resumed: bool) -> Result<(), No
                     return conclude(node, task, Event::TaskFailed { task, error }).await;
                 }
                 cycle_start = Some(Instant::now());
-                if let Err(error) = plan(node, task, agent, step, messages).await {
+                if let Err(error) = plan(ctx, step, messages).await {
+                    let error = match error {
+                        PlanError::Node(error) => return Err(error),
+                        PlanError::Llm(error) => error,
+                    };
                     let error = format!("the planner failed at step {step}: {error}");
                     return conclude(node, task, Event::TaskFailed { task, error }).await;
                 }
             }
-            Next::Execute { step, calls } => execute(node, task, agent, step, calls).await?,
+            Next::Execute { step, calls } => execute(ctx, step, calls).await?,
         }
     }
 }
@@ -139,66 +158,25 @@ pub(crate) fn tools_for(node: &NodeInner, agent: u64) -> Vec<ToolSpec> {
         .collect()
 }
 
-async fn plan(
-    node: &NodeInner,
-    task: u64,
-    agent: u64,
-    step: u32,
-    messages: Vec<tiffany_llm::Message>,
-) -> Result<(), PlanError> {
-    let tools = tools_for(node, agent);
+async fn plan(ctx: &Ctx, step: u32, messages: Vec<tiffany_llm::Message>) -> Result<(), PlanError> {
+    let tools = tools_for(ctx.node(), ctx.agent());
     let names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
     let request = LlmRequest {
         messages,
         tools,
         max_tokens: None,
     };
-    let fingerprint = fingerprint(&request.messages, &names);
-    node.journal(
-        agent,
-        &Event::LlmRequested {
-            task,
-            step,
-            fingerprint,
-        },
-    )?;
-    node.publish(task, agent, ActivityKind::WaitingForLlm { step });
-    let response = node.llm.complete(&request).await.map_err(PlanError::Llm)?;
-    let event = Event::LlmResponded {
-        task,
-        step,
-        content: response.message.content,
-        tool_calls: response.message.tool_calls,
-        usage: response.usage,
-    };
-    node.journal(agent, &event)?;
-    Ok(())
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PlanError {
-    #[error(transparent)]
-    Llm(tiffany_llm::LlmError),
-    #[error(transparent)]
-    Node(#[from] NodeError),
+    ctx.plan_step(step, &request, &names).await
 }
 
 /// Runs the calls of a step that have no result yet, in parallel: one
 /// child task per call, each journaling its own result when it finishes.
-async fn execute(
-    node: &Arc<NodeInner>,
-    task: u64,
-    agent: u64,
-    step: u32,
-    calls: Vec<(u32, ToolCall, bool)>,
-) -> Result<(), NodeError> {
+async fn execute(ctx: &Ctx, step: u32, calls: Vec<(u32, ToolCall, bool)>) -> Result<(), NodeError> {
+    let (node, task, agent) = (ctx.node(), ctx.task(), ctx.agent());
     let mut to_run = Vec::with_capacity(calls.len());
     let mut last_start = None;
     for (index, call, was_started) in calls {
-        let idempotent = node.skills.get(&call.name).is_none_or(|skill| {
-            serde_json::from_str(&call.arguments).is_ok_and(|args| skill.idempotent_call(&args))
-        });
-        if was_started && !idempotent {
+        if was_started && !node.is_idempotent(&call.name, &call.arguments) {
             // In flight when the node stopped: its effects are unknown.
             node.journal(
                 agent,
@@ -229,14 +207,13 @@ async fn execute(
     if let Some(lsn) = last_start {
         node.durable(lsn).await?;
     }
-    if let [(index, call)] = to_run.as_slice() {
-        return run_call(Arc::clone(node), task, agent, step, *index, call.clone()).await;
+    if to_run.len() == 1 {
+        let (index, call) = to_run.swap_remove(0);
+        return ctx.clone().run_call(step, index, call).await;
     }
     let handles: Vec<_> = to_run
         .into_iter()
-        .map(|(index, call)| {
-            tiffany_sched::spawn(run_call(Arc::clone(node), task, agent, step, index, call))
-        })
+        .map(|(index, call)| tiffany_sched::spawn(ctx.clone().run_call(step, index, call)))
         .collect();
     for handle in handles {
         match handle.await {
@@ -245,65 +222,4 @@ async fn execute(
         }
     }
     Ok(())
-}
-
-async fn run_call(
-    node: Arc<NodeInner>,
-    task: u64,
-    agent: u64,
-    step: u32,
-    index: u32,
-    call: ToolCall,
-) -> Result<(), NodeError> {
-    node.publish(
-        task,
-        agent,
-        ActivityKind::SkillStart {
-            skill: call.name.clone(),
-            arguments: call.arguments.clone(),
-        },
-    );
-    let started = Instant::now();
-    let grants = node.grants(agent);
-    let (workspace, name) = node.workspace_and_name(agent);
-    let ctx = SkillCtx {
-        workspace: &workspace,
-        agent: &name,
-        timeout: node.config.skill_timeout,
-    };
-    let result = node
-        .skills
-        .call(&grants, &call.name, &call.arguments, ctx)
-        .await;
-    let ok = result.is_ok();
-    let content = match result {
-        Ok(output) => output.content,
-        Err(error) => observation_of(&error),
-    };
-    node.journal(
-        agent,
-        &Event::SkillFinished {
-            task,
-            step,
-            call: index,
-            ok,
-            content,
-        },
-    )?;
-    let micros = started.elapsed().as_micros() as u64;
-    node.publish(
-        task,
-        agent,
-        ActivityKind::SkillComplete {
-            skill: call.name,
-            ok,
-            micros,
-        },
-    );
-    Ok(())
-}
-
-/// The text the planner sees for a failed call.
-fn observation_of(error: &SkillError) -> String {
-    format!("error: {error}")
 }

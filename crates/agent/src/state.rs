@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use tiffany_llm::{Message, Role, ToolCall, Usage};
 
 use crate::codec::{Decoder, Encoder};
-use crate::journal::{AgentSpec, Event, JournalError};
+use crate::journal::{AgentSpec, Effect, Event, JournalError};
 
 /// What a waiting task waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl TaskStatus {
         )
     }
 
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             TaskStatus::Ready => 0,
             TaskStatus::Running => 1,
@@ -101,7 +101,7 @@ impl TaskStatus {
         }
     }
 
-    fn from_code(code: u8) -> Option<TaskStatus> {
+    pub(crate) fn from_code(code: u8) -> Option<TaskStatus> {
         Some(match code {
             0 => TaskStatus::Ready,
             1 => TaskStatus::Running,
@@ -147,6 +147,21 @@ pub struct TaskState {
     /// Non-idempotent skills that were in flight at a crash and were
     /// reported instead of re-run.
     pub interrupted: u32,
+    /// The registered program a program task runs (`None`: a ReAct task).
+    pub program: Option<String>,
+    /// A program task's journaled [`crate::Ctx`] calls, by number: what a
+    /// re-run of the program gets back instead of calling again (dropped
+    /// for finished tasks restored from a snapshot).
+    pub effects: Vec<EffectRecord>,
+}
+
+/// One journaled [`crate::Ctx`] call of a program task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectRecord {
+    /// The fingerprint of what was asked.
+    pub call: u64,
+    /// The latest record of it: began, then its result.
+    pub effect: Effect,
 }
 
 /// What a task does next, derived from its conversation.
@@ -166,6 +181,9 @@ pub enum Next {
     },
     /// The planner gave a final answer: conclude with it.
     Conclude(String),
+    /// Run the task's program (from its start: journaled calls return
+    /// their recorded results).
+    Program,
     /// Nothing: the task is finished.
     Finished,
 }
@@ -175,6 +193,9 @@ impl TaskState {
     pub fn next(&self) -> Next {
         if self.status.is_terminal() {
             return Next::Finished;
+        }
+        if self.program.is_some() {
+            return Next::Program;
         }
         let Some(pos) = self
             .conversation
@@ -303,40 +324,86 @@ impl Table {
                         in_flight: Vec::new(),
                         outcome: None,
                         interrupted: 0,
+                        program: None,
+                        effects: Vec::new(),
                     },
                 );
+            }
+            Event::ProgramStarted {
+                task,
+                agent,
+                program,
+                input,
+                started_ms,
+                parent,
+            } => {
+                self.count_unfinished(*agent, 1);
+                self.tasks.insert(
+                    *task,
+                    TaskState {
+                        id: *task,
+                        agent: *agent,
+                        parent: *parent,
+                        instruction: input.clone(),
+                        started_ms: *started_ms,
+                        status: TaskStatus::Ready,
+                        steps: 0,
+                        usage: Usage::default(),
+                        conversation: Vec::new(),
+                        in_flight: Vec::new(),
+                        outcome: None,
+                        interrupted: 0,
+                        program: Some(program.clone()),
+                        effects: Vec::new(),
+                    },
+                );
+            }
+            Event::Effect {
+                effect: Effect::Spawned(child),
+                ..
+            } => {
+                self.apply(child)?;
+                self.apply_task_event(event);
             }
             Event::Snapshot { compressed } => {
                 self.merge_snapshot(Table::from_snapshot(compressed)?)
             }
             Event::Shutdown => self.clean_shutdown = true,
-            other => {
-                let Some(id) = other.task() else {
-                    return Ok(());
-                };
-                if let Some(task) = self.tasks.get_mut(&id) {
-                    let was_finished = task.status.is_terminal();
-                    apply_to_task(task, other);
-                    if !was_finished && task.status.is_terminal() {
-                        let agent = task.agent;
-                        self.count_unfinished(agent, -1);
-                    }
-                }
-            }
+            other => self.apply_task_event(other),
         }
         Ok(())
+    }
+
+    fn apply_task_event(&mut self, event: &Event) {
+        let Some(id) = event.task() else {
+            return;
+        };
+        if let Some(task) = self.tasks.get_mut(&id) {
+            let was_finished = task.status.is_terminal();
+            apply_to_task(task, event);
+            if !was_finished && task.status.is_terminal() {
+                let agent = task.agent;
+                self.count_unfinished(agent, -1);
+            }
+        }
     }
 
     /// Takes a snapshot's state. A snapshot holds every agent and task of
     /// its time, so it replaces the table; but when the table was built
     /// from earlier events too (a full replay for `inspect`), a finished
-    /// task keeps the conversation the snapshot compacted away.
+    /// task keeps the conversation (or program calls) the snapshot
+    /// compacted away.
     fn merge_snapshot(&mut self, snapshot: Table) {
         let mut earlier = std::mem::replace(self, snapshot);
         for (id, task) in &mut self.tasks {
             if let Some(old) = earlier.tasks.remove(id) {
-                if task.conversation.is_empty() && task.status.is_terminal() {
-                    task.conversation = old.conversation;
+                if task.status.is_terminal() {
+                    if task.conversation.is_empty() {
+                        task.conversation = old.conversation;
+                    }
+                    if task.effects.is_empty() {
+                        task.effects = old.effects;
+                    }
                 }
             }
         }
@@ -372,6 +439,13 @@ impl Table {
             e.varint(t.in_flight.len() as u64);
             for c in &t.in_flight {
                 e.varint(u64::from(*c));
+            }
+            e.str(t.program.as_deref().unwrap_or(""));
+            let effects: &[EffectRecord] = if keep { &t.effects } else { &[] };
+            e.varint(effects.len() as u64);
+            for record in effects {
+                e.u64_fixed(record.call);
+                record.effect.encode_into(&mut e);
             }
         }
         lz4_flex::compress_prepend_size(&e.buf)
@@ -416,6 +490,15 @@ impl Table {
                 .map(|_| decode_message(&mut d))
                 .collect::<Result<_, _>>()?;
             let in_flight = (0..d.count()?).map(|_| d.u32()).collect::<Result<_, _>>()?;
+            let program = Some(d.string()?).filter(|name| !name.is_empty());
+            let effects = (0..d.count()?)
+                .map(|_| {
+                    Ok(EffectRecord {
+                        call: d.u64_fixed()?,
+                        effect: Effect::decode_from(&mut d)?,
+                    })
+                })
+                .collect::<Result<_, JournalError>>()?;
             table.tasks.insert(
                 id,
                 TaskState {
@@ -431,6 +514,8 @@ impl Table {
                     in_flight,
                     outcome,
                     interrupted,
+                    program,
+                    effects,
                 },
             );
         }
@@ -474,10 +559,49 @@ fn apply_to_task(task: &mut TaskState, event: &Event) {
         Event::TaskCompleted { answer, .. } => finish(task, TaskStatus::Completed, answer),
         Event::TaskFailed { error, .. } => finish(task, TaskStatus::Failed, error),
         Event::TaskCancelled { .. } => finish(task, TaskStatus::Cancelled, "cancelled"),
+        Event::Effect {
+            seq, call, effect, ..
+        } => record_effect(task, *seq, *call, effect),
         Event::AgentCreated(_)
         | Event::TaskStarted { .. }
+        | Event::ProgramStarted { .. }
         | Event::Snapshot { .. }
         | Event::Shutdown => {}
+    }
+}
+
+/// Records a program's call `seq`: a new call, or the result of the one
+/// that began. A record out of order cannot come from a node and is
+/// ignored.
+fn record_effect(task: &mut TaskState, seq: u32, call: u64, effect: &Effect) {
+    if task.status.is_terminal() {
+        return;
+    }
+    let record = EffectRecord {
+        call,
+        effect: effect.clone(),
+    };
+    match (seq as usize).cmp(&task.effects.len()) {
+        std::cmp::Ordering::Less => task.effects[seq as usize] = record,
+        std::cmp::Ordering::Equal => task.effects.push(record),
+        std::cmp::Ordering::Greater => return,
+    }
+    match effect {
+        Effect::Began(on) => progress(task, TaskStatus::Waiting(*on)),
+        Effect::Timer { .. } => progress(task, TaskStatus::Waiting(WaitOn::Timer)),
+        Effect::Answered { usage, .. } => {
+            task.steps += 1;
+            task.usage.prompt_tokens += usage.prompt_tokens;
+            task.usage.completion_tokens += usage.completion_tokens;
+            progress(task, TaskStatus::Running);
+        }
+        Effect::Interrupted => {
+            task.interrupted += 1;
+            progress(task, TaskStatus::Running);
+        }
+        Effect::Ran { .. } | Effect::Clock { .. } | Effect::Spawned(_) | Effect::Joined { .. } => {
+            progress(task, TaskStatus::Running)
+        }
     }
 }
 
@@ -661,8 +785,28 @@ mod tests {
             error: "e".into(),
         })
         .unwrap();
+        t.apply(&Event::ProgramStarted {
+            task: 3,
+            agent: 1,
+            program: "p".into(),
+            input: "in".into(),
+            started_ms: 6,
+            parent: None,
+        })
+        .unwrap();
+        t.apply(&Event::Effect {
+            task: 3,
+            seq: 0,
+            call: 9,
+            effect: Effect::Timer { until_ms: 10 },
+        })
+        .unwrap();
+        assert_eq!(t.tasks[&3].status, TaskStatus::Waiting(WaitOn::Timer));
+        assert_eq!(t.tasks[&3].next(), Next::Program);
         let back = Table::from_snapshot(&t.snapshot()).unwrap();
         assert_eq!(back.tasks[&1], t.tasks[&1]);
+        assert_eq!(back.tasks[&3], t.tasks[&3]);
+        assert_eq!(back.unfinished(), 2);
         assert!(back.tasks[&2].conversation.is_empty());
         assert_eq!(back.tasks[&2].outcome.as_deref(), Some("e"));
         assert!(Table::from_snapshot(&[1, 2, 3]).is_err());

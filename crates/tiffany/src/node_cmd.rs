@@ -465,6 +465,7 @@ pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {
             if args.json {
                 let mut v = summary_json(t, &agent_name(t.agent));
                 v["conversation"] = serde_json::to_value(&t.conversation)?;
+                v["effects"] = t.effects.iter().map(|r| r.effect.to_json()).collect();
                 serde_json::to_writer_pretty(&mut out, &v)?;
                 writeln!(out)?;
             } else {
@@ -477,7 +478,16 @@ pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {
                     t.steps,
                     t.usage.total()
                 )?;
-                writeln!(out, "instruction: {}", t.instruction)?;
+                match &t.program {
+                    Some(program) => writeln!(out, "program: {program}, input: {}", t.instruction)?,
+                    None => writeln!(out, "instruction: {}", t.instruction)?,
+                }
+                if let Some(parent) = t.parent {
+                    writeln!(out, "spawned by task {parent}")?;
+                }
+                for (seq, record) in t.effects.iter().enumerate() {
+                    writeln!(out, "  call {seq}: {}", record.effect.to_json())?;
+                }
                 for m in &t.conversation {
                     let who = match m.role {
                         Role::System => continue,
@@ -633,5 +643,7 @@ fn summary_json(t: &TaskState, agent: &str) -> serde_json::Value {
         "instruction": t.instruction,
         "outcome": t.outcome,
         "interrupted_skills": t.interrupted,
+        "program": t.program,
+        "parent": t.parent,
     })
 }

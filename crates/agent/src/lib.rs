@@ -14,6 +14,13 @@
 //!   run its tool calls as skills ([`tiffany_skills::Registry`]) in
 //!   parallel, journal the results, repeat until a final answer or a
 //!   [`Budgets`] limit.
+//! - Every effect of a task goes through its [`Ctx`]. A ReAct task's planner
+//!   and skill calls are keyed by step; a *program* task (a registered
+//!   async function, see [`Programs`] and [`Node::submit_program`]) calls
+//!   [`Ctx::llm`], [`Ctx::skill`], [`Ctx::sleep`], [`Ctx::now`],
+//!   [`Ctx::spawn`] and [`Ctx::join`], each journaled under its number, and
+//!   is re-run from its start after a restart with every journaled call
+//!   answered from the journal.
 //! - Every step is an [`Event`] in the journal; the conversation is
 //!   journaled as deltas (an instruction, then each answer and each result
 //!   once), so the journal grows linearly with steps.

@@ -263,6 +263,17 @@ impl Table {
         self.unfinished_total
     }
 
+    /// Tokens `agent`'s tasks used, all tasks the table knows (a scan).
+    pub fn usage_of(&self, agent: u64) -> Usage {
+        self.tasks
+            .values()
+            .filter(|t| t.agent == agent)
+            .fold(Usage::default(), |sum, t| Usage {
+                prompt_tokens: sum.prompt_tokens + t.usage.prompt_tokens,
+                completion_tokens: sum.completion_tokens + t.usage.completion_tokens,
+            })
+    }
+
     /// Unfinished tasks of `agent`.
     pub fn unfinished_of(&self, agent: u64) -> usize {
         self.unfinished.get(&agent).copied().unwrap_or(0)

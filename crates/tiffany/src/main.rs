@@ -71,6 +71,11 @@ enum Command {
     #[command(subcommand)]
     Tasks(node_cmd::TasksCommand),
 
+    /// Show the agents recorded in a node's journal, with their task counts
+    /// and token totals (read-only).
+    #[command(subcommand)]
+    Agents(node_cmd::AgentsCommand),
+
     /// Run the performance suites and compare Tiffany against peer runtimes.
     ///
     /// Each suite runs Tiffany's hot paths and the same workloads on peer
@@ -180,6 +185,7 @@ fn run(command: Command, node: &node_cmd::NodeArgs) -> Result<()> {
         Command::Demo(args) => node_cmd::demo(node, &args),
         Command::Run(args) => node_cmd::run(node, &args),
         Command::Tasks(command) => node_cmd::tasks(&command),
+        Command::Agents(command) => node_cmd::agents(&command),
         Command::PerfTest(args) => perf_test(&args),
         Command::Wal(command) => wal_cmd::run(command),
         Command::BenchChild { name, args } => {

@@ -84,6 +84,12 @@ pub(crate) enum TasksCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentsCommand {
+    /// One line per agent: id, name, priority, tasks, unfinished, tokens
+    List(TasksArgs),
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct TasksArgs {
     /// The node's data directory
@@ -404,6 +410,61 @@ fn describe(kind: &ActivityKind) -> String {
         ActivityKind::Completed { answer } => format!("completed: {answer}"),
         ActivityKind::Failed { error } => format!("failed: {error}"),
     }
+}
+
+pub(crate) fn agents(command: &AgentsCommand) -> Result<()> {
+    let AgentsCommand::List(args) = command;
+    let (table, _) = tiffany_agent::inspect(&args.data_dir)
+        .with_context(|| format!("cannot read the node in {}", args.data_dir.display()))?;
+    let mut counts: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for t in table.tasks.values() {
+        *counts.entry(t.agent).or_default() += 1;
+    }
+    let mut out = std::io::stdout().lock();
+    let rows = table.agents.values().map(|a| {
+        let usage = table.usage_of(a.id);
+        let tasks = counts.get(&a.id).copied().unwrap_or(0);
+        (a, tasks, table.unfinished_of(a.id), usage)
+    });
+    if args.json {
+        let rows: Vec<_> = rows
+            .map(|(a, tasks, unfinished, usage)| {
+                serde_json::json!({
+                    "id": a.id,
+                    "name": a.name,
+                    "namespace": a.namespace,
+                    "priority": a.priority.as_str(),
+                    "grants": a.grants,
+                    "workspace": a.workspace,
+                    "tasks": tasks,
+                    "unfinished": unfinished,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>6}  {:<16} {:<10} {:>6} {:>10} {:>10}",
+        "id", "name", "priority", "tasks", "unfinished", "tokens"
+    )?;
+    for (a, tasks, unfinished, usage) in rows {
+        writeln!(
+            out,
+            "{:>6}  {:<16} {:<10} {:>6} {:>10} {:>10}",
+            a.id,
+            a.name,
+            a.priority.as_str(),
+            tasks,
+            unfinished,
+            usage.total()
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn tasks(command: &TasksCommand) -> Result<()> {

@@ -1,6 +1,7 @@
 //! `tiffany run` streams its task's activity (as JSON lines with --json)
 //! and fails when the task fails; `tiffany tasks replay` re-asks the
-//! planner and agrees with the journal of a demo run.
+//! planner and agrees with the journal of a demo run, and `tiffany agents
+//! list` sums its tasks per agent.
 
 // Waiting for the child process is what this test does.
 #![allow(clippy::disallowed_methods)]
@@ -68,4 +69,25 @@ fn tasks_replay_agrees_with_a_demo_journal() {
     assert_eq!(audit["tasks"], 3);
     assert_eq!(audit["steps"], 21);
     assert_eq!(audit["divergences"].as_array().unwrap().len(), 0);
+
+    // Per-agent totals are the sums of their tasks.
+    let out = tiffany(&["agents", "list", "--json", "--data-dir", data]);
+    assert!(out.status.success(), "{out:?}");
+    let agents: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = tiffany(&["tasks", "list", "--json", "--data-dir", data]);
+    let tasks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents.len(), 3);
+    for agent in &agents {
+        let own: Vec<&Value> = tasks
+            .iter()
+            .filter(|t| t["agent"] == agent["name"])
+            .collect();
+        assert_eq!(agent["tasks"], own.len());
+        assert_eq!(agent["unfinished"], 0);
+        let tokens: u64 = own.iter().map(|t| t["tokens"].as_u64().unwrap()).sum();
+        let total =
+            agent["prompt_tokens"].as_u64().unwrap() + agent["completion_tokens"].as_u64().unwrap();
+        assert!(tokens > 0);
+        assert_eq!(total, tokens);
+    }
 }

@@ -36,17 +36,62 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tiffany_llm::{LlmError, LlmRequest, LlmResponse, ToolCall};
 use tiffany_skills::{SkillCtx, SkillError};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::journal::{Effect, Event, Fnv, fingerprint};
 use crate::node::{NodeError, NodeInner, now_ms};
 use crate::pal::ActivityKind;
 use crate::state::{TaskStatus, WaitOn};
+
+/// The node tool a ReAct planner calls to hand an instruction to another
+/// agent and get its final answer as the observation. Granted like a skill
+/// (`*` or `agent.*` grant it); a resumed step re-attaches to the child it
+/// started.
+pub const DELEGATE: &str = "agent.delegate";
+
+/// How deep delegations may nest (a task started by a delegation from a
+/// task started by a delegation ...), so that planners delegating to each
+/// other cannot start tasks without end.
+pub const MAX_DELEGATION_DEPTH: usize = 4;
+
+/// The arguments of [`DELEGATE`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelegateArgs {
+    agent: String,
+    instruction: String,
+}
+
+impl DelegateArgs {
+    fn parse(arguments: &str) -> Result<DelegateArgs, serde_json::Error> {
+        serde_json::from_str(arguments)
+    }
+}
+
+/// The tool the planner sees for [`DELEGATE`].
+pub(crate) fn delegate_tool() -> tiffany_llm::ToolSpec {
+    tiffany_llm::ToolSpec {
+        name: DELEGATE.to_owned(),
+        description: "Give another agent of this node an instruction and wait for its final \
+                      answer, which is returned as the result."
+            .to_owned(),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": {
+                "agent": {"type": "string", "description": "the agent's name"},
+                "instruction": {"type": "string", "description": "what it should do"}
+            },
+            "required": ["agent", "instruction"],
+            "additionalProperties": false
+        }),
+    }
+}
 
 /// Why a [`Ctx`] call failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +224,10 @@ pub struct Ctx {
     task: u64,
     agent: u64,
     next_seq: Arc<AtomicU32>,
+    /// The task's slot under `NodeConfig::max_active_tasks`, given back
+    /// while it waits on a child (so parents waiting on children cannot
+    /// hold every slot their children need).
+    admitted: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -200,12 +249,19 @@ struct Call {
 }
 
 impl Ctx {
-    pub(crate) fn new(node: Arc<NodeInner>, task: u64, agent: u64) -> Ctx {
+    /// A task's context; it takes the task's admission slot, if any.
+    pub(crate) fn new(
+        node: Arc<NodeInner>,
+        task: u64,
+        agent: u64,
+        admitted: Option<OwnedSemaphorePermit>,
+    ) -> Ctx {
         Ctx {
             node,
             task,
             agent,
             next_seq: Arc::new(AtomicU32::new(0)),
+            admitted: Arc::new(Mutex::new(admitted)),
         }
     }
 
@@ -443,27 +499,7 @@ impl Ctx {
                 }
                 Some(_) => return Err(call.nondeterministic()),
             }
-            let node = &call.ctx.node;
-            let (status, text) = loop {
-                let ended = node.task_ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                let finished = {
-                    let table = node.table();
-                    let state = table
-                        .tasks
-                        .get(&child)
-                        .ok_or(CtxError::UnknownTask(child))?;
-                    state
-                        .status
-                        .is_terminal()
-                        .then(|| (state.status, state.outcome.clone().unwrap_or_default()))
-                };
-                if let Some(finished) = finished {
-                    break finished;
-                }
-                ended.await;
-            };
+            let (status, text) = call.ctx.wait_for(child).await?;
             call.record(Effect::Joined {
                 child,
                 status,
@@ -475,6 +511,135 @@ impl Ctx {
                 text,
             })
         }
+    }
+
+    /// Waits until task `child` ends; returns its status and outcome. The
+    /// task's admission slot is given back meanwhile.
+    async fn wait_for(&self, child: u64) -> Result<(TaskStatus, String), CtxError> {
+        let node = &self.node;
+        // Whether the slot was given back (`None`: not yet).
+        let mut gave_back: Option<bool> = None;
+        let ended = loop {
+            let ended = node.task_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let finished = {
+                let table = node.table();
+                let state = table
+                    .tasks
+                    .get(&child)
+                    .ok_or(CtxError::UnknownTask(child))?;
+                state
+                    .status
+                    .is_terminal()
+                    .then(|| (state.status, state.outcome.clone().unwrap_or_default()))
+            };
+            if let Some(finished) = finished {
+                break finished;
+            }
+            if gave_back.is_none() {
+                gave_back = Some(self.lock_admitted().take().is_some());
+            }
+            ended.await;
+        };
+        if let (Some(true), Some(permits)) = (gave_back, &node.admission) {
+            let permit = Arc::clone(permits).acquire_owned().await;
+            *self.lock_admitted() = permit.ok();
+        }
+        Ok(ended)
+    }
+
+    fn lock_admitted(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        self.admitted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs the node tool [`DELEGATE`] for call `index` of a ReAct step:
+    /// starts a ReAct task for the named agent as a child of this one
+    /// (journaled with the call's identity, so a resumed step finds its
+    /// child instead of starting another) and waits for its answer.
+    async fn delegate(&self, step: u32, index: u32, arguments: &str) -> (bool, String) {
+        let request = match DelegateArgs::parse(arguments) {
+            Ok(request) => request,
+            Err(error) => {
+                return (
+                    false,
+                    format!("error: invalid arguments for `{DELEGATE}`: {error}"),
+                );
+            }
+        };
+        let mut h = Fnv::default();
+        h.write(DELEGATE.as_bytes());
+        h.write(&step.to_le_bytes());
+        h.write(&index.to_le_bytes());
+        let key = h.0;
+        let child = match self.start_delegate(key, &request) {
+            Ok(child) => child,
+            Err(error) => return (false, format!("error: {error}")),
+        };
+        match self.wait_for(child).await {
+            Ok((TaskStatus::Completed, answer)) => (true, answer),
+            Ok((status, outcome)) => (
+                false,
+                format!(
+                    "error: task {child} of `{}` {}: {outcome}",
+                    request.agent,
+                    status.as_str()
+                ),
+            ),
+            Err(error) => (false, format!("error: {error}")),
+        }
+    }
+
+    /// The child a delegation `key` started, or a new one.
+    fn start_delegate(&self, key: u64, request: &DelegateArgs) -> Result<u64, CtxError> {
+        let node = &self.node;
+        let mut table = node.table();
+        let Some(state) = table.tasks.get(&self.task) else {
+            return Err(CtxError::UnknownTask(self.task));
+        };
+        let started = state.effects.iter().find_map(|r| match &r.effect {
+            Effect::Spawned(child) if r.call == key => child.task(),
+            _ => None,
+        });
+        if let Some(child) = started {
+            return Ok(child);
+        }
+        let seq = state.effects.len() as u32;
+        let mut depth = 0;
+        let mut ancestor = state.parent;
+        while let Some(parent) = ancestor {
+            depth += 1;
+            ancestor = table.tasks.get(&parent).and_then(|t| t.parent);
+        }
+        if depth >= MAX_DELEGATION_DEPTH {
+            return Err(CtxError::fail(format!(
+                "delegation is nested {depth} deep, the most allowed is {MAX_DELEGATION_DEPTH}"
+            )));
+        }
+        let agent = table
+            .agents
+            .values()
+            .find(|a| a.name == request.agent)
+            .map(|a| a.id)
+            .ok_or_else(|| NodeError::UnknownAgent(request.agent.clone()))?;
+        let child = table.next_task_id();
+        let event = Event::Effect {
+            task: self.task,
+            seq,
+            call: key,
+            effect: Effect::Spawned(Box::new(Event::TaskStarted {
+                task: child,
+                agent,
+                system: node.config.system_prompt.clone(),
+                instruction: request.instruction.clone(),
+                started_ms: now_ms(),
+                parent: Some(self.task),
+            })),
+        };
+        node.append_locked(&mut table, self.agent, &event)?;
+        drop(table);
+        node.start(child, agent, false);
+        Ok(child)
     }
 
     /// Journals the planner call of a ReAct step and asks the planner.
@@ -515,7 +680,11 @@ impl Ctx {
         index: u32,
         call: ToolCall,
     ) -> Result<(), NodeError> {
-        let (ok, content) = self.run_skill(&call.name, &call.arguments).await;
+        let (ok, content) = if call.name == DELEGATE && self.node.delegation_granted(self.agent) {
+            self.delegate(step, index, &call.arguments).await
+        } else {
+            self.run_skill(&call.name, &call.arguments).await
+        };
         self.node.journal(
             self.agent,
             &Event::SkillFinished {
@@ -666,13 +835,12 @@ pub(crate) enum PlanError {
 /// Runs a program task from its start (journaled calls return their
 /// recorded results) and concludes it with what the program returns.
 pub(crate) async fn run_program(
-    node: Arc<NodeInner>,
-    task: u64,
-    agent: u64,
+    ctx: Ctx,
     program: &str,
     input: String,
 ) -> Result<Option<Event>, NodeError> {
-    let Some(body) = node.programs.get(program) else {
+    let task = ctx.task;
+    let Some(body) = ctx.node.programs.get(program) else {
         tracing::warn!(
             task,
             program,
@@ -680,7 +848,6 @@ pub(crate) async fn run_program(
         );
         return Ok(None);
     };
-    let ctx = Ctx::new(Arc::clone(&node), task, agent);
     Ok(Some(match body(ctx, input).await {
         Ok(answer) => Event::TaskCompleted { task, answer },
         Err(CtxError::Node(error)) => return Err(error),

@@ -49,7 +49,9 @@ mod state;
 mod stats;
 
 pub use audit::{Audit, Divergence, audit};
-pub use ctx::{ChildOutcome, Ctx, CtxError, ProgramFuture, Programs};
+pub use ctx::{
+    ChildOutcome, Ctx, CtxError, DELEGATE, MAX_DELEGATION_DEPTH, ProgramFuture, Programs,
+};
 pub use journal::{
     AgentSpec, Effect, Event, JournalError, NODE_STREAM, Priority, SCHEMA_VERSION, fingerprint,
 };

@@ -736,6 +736,11 @@ impl NodeInner {
         )
     }
 
+    /// Whether `agent` may call [`crate::DELEGATE`].
+    pub(crate) fn delegation_granted(&self, agent: u64) -> bool {
+        self.grants(agent).allows(crate::DELEGATE)
+    }
+
     /// The agent's workspace directory and name.
     pub(crate) fn workspace_and_name(&self, agent: u64) -> (PathBuf, String) {
         let table = self.table();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tiffany_llm::{LlmRequest, ToolCall, ToolSpec};
 
-use crate::ctx::{Ctx, PlanError, program_instruction, run_program};
+use crate::ctx::{Ctx, DELEGATE, PlanError, delegate_tool, program_instruction, run_program};
 use crate::journal::Event;
 use crate::node::{NodeError, NodeInner, now_ms};
 use crate::pal::ActivityKind;
@@ -23,9 +23,10 @@ use crate::state::{Next, TaskState};
 /// failures (a poisoned WAL) stop it: the task continues when the node is
 /// reopened.
 pub(crate) async fn run(node: Arc<NodeInner>, task: u64, resumed: bool) {
-    // Held until the task ends (see `NodeConfig::max_active_tasks`).
-    let _admitted = match &node.admission {
-        Some(permits) => Some(Arc::clone(permits).acquire_owned().await),
+    // Held until the task ends, except while it waits on a child (see
+    // `NodeConfig::max_active_tasks`).
+    let admitted = match &node.admission {
+        Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
         None => None,
     };
     let Some((agent, instruction, program)) = node
@@ -48,9 +49,9 @@ pub(crate) async fn run(node: Arc<NodeInner>, task: u64, resumed: bool) {
             resumed,
         },
     );
-    let ctx = Ctx::new(Arc::clone(&node), task, agent);
+    let ctx = Ctx::new(Arc::clone(&node), task, agent, admitted);
     let result = match program {
-        Some(name) => match run_program(Arc::clone(&node), task, agent, &name, instruction).await {
+        Some(name) => match run_program(ctx, &name, instruction).await {
             Ok(Some(end)) => conclude(&node, task, end).await,
             Ok(None) => Ok(()),
             Err(error) => Err(error),
@@ -147,15 +148,21 @@ async fn conclude(node: &NodeInner, task: u64, event: Event) -> Result<(), NodeE
 /// The tools an agent may call, as the planner sees them.
 pub(crate) fn tools_for(node: &NodeInner, agent: u64) -> Vec<ToolSpec> {
     let grants = node.grants(agent);
-    node.skills
+    let mut tools: Vec<ToolSpec> = node
+        .skills
         .tool_specs(&grants)
         .into_iter()
+        .filter(|s| s.name != DELEGATE)
         .map(|s| ToolSpec {
             name: s.name.to_owned(),
             description: s.description.to_owned(),
             parameters: s.schema.clone(),
         })
-        .collect()
+        .collect();
+    if grants.allows(DELEGATE) {
+        tools.push(delegate_tool());
+    }
+    tools
 }
 
 async fn plan(ctx: &Ctx, step: u32, messages: Vec<tiffany_llm::Message>) -> Result<(), PlanError> {

@@ -295,7 +295,8 @@ pub enum Effect {
 }
 
 impl Effect {
-    fn name(&self) -> &'static str {
+    /// The effect's name, as `wal dump` prints it.
+    pub fn name(&self) -> &'static str {
         match self {
             Effect::Began(_) => "began",
             Effect::Answered { .. } => "answered",

@@ -189,6 +189,26 @@ pub enum Next {
 }
 
 impl TaskState {
+    /// A task that has just started: ready, nothing journaled yet.
+    fn new(id: u64, agent: u64, parent: Option<u64>, instruction: &str, started_ms: u64) -> Self {
+        TaskState {
+            id,
+            agent,
+            parent,
+            instruction: instruction.to_owned(),
+            started_ms,
+            status: TaskStatus::Ready,
+            steps: 0,
+            usage: Usage::default(),
+            conversation: Vec::new(),
+            in_flight: Vec::new(),
+            outcome: None,
+            interrupted: 0,
+            program: None,
+            effects: Vec::new(),
+        }
+    }
+
     /// What the task does next.
     pub fn next(&self) -> Next {
         if self.status.is_terminal() {
@@ -316,29 +336,12 @@ impl Table {
                 started_ms,
                 parent,
             } => {
-                self.count_unfinished(*agent, 1);
-                self.tasks.insert(
-                    *task,
-                    TaskState {
-                        id: *task,
-                        agent: *agent,
-                        parent: *parent,
-                        instruction: instruction.clone(),
-                        started_ms: *started_ms,
-                        status: TaskStatus::Ready,
-                        steps: 0,
-                        usage: Usage::default(),
-                        conversation: vec![
-                            Message::system(system.clone()),
-                            Message::user(instruction.clone()),
-                        ],
-                        in_flight: Vec::new(),
-                        outcome: None,
-                        interrupted: 0,
-                        program: None,
-                        effects: Vec::new(),
-                    },
-                );
+                let mut state = TaskState::new(*task, *agent, *parent, instruction, *started_ms);
+                state.conversation = vec![
+                    Message::system(system.clone()),
+                    Message::user(instruction.clone()),
+                ];
+                self.insert_task(state);
             }
             Event::ProgramStarted {
                 task,
@@ -348,26 +351,9 @@ impl Table {
                 started_ms,
                 parent,
             } => {
-                self.count_unfinished(*agent, 1);
-                self.tasks.insert(
-                    *task,
-                    TaskState {
-                        id: *task,
-                        agent: *agent,
-                        parent: *parent,
-                        instruction: input.clone(),
-                        started_ms: *started_ms,
-                        status: TaskStatus::Ready,
-                        steps: 0,
-                        usage: Usage::default(),
-                        conversation: Vec::new(),
-                        in_flight: Vec::new(),
-                        outcome: None,
-                        interrupted: 0,
-                        program: Some(program.clone()),
-                        effects: Vec::new(),
-                    },
-                );
+                let mut state = TaskState::new(*task, *agent, *parent, input, *started_ms);
+                state.program = Some(program.clone());
+                self.insert_task(state);
             }
             Event::Effect {
                 effect: Effect::Spawned(child),
@@ -383,6 +369,11 @@ impl Table {
             other => self.apply_task_event(other),
         }
         Ok(())
+    }
+
+    fn insert_task(&mut self, state: TaskState) {
+        self.count_unfinished(state.agent, 1);
+        self.tasks.insert(state.id, state);
     }
 
     fn apply_task_event(&mut self, event: &Event) {

@@ -120,20 +120,7 @@ fn wait_until(node: &Node, task: u64, what: &str, done: impl Fn(&TaskState) -> b
 }
 
 fn effect_names(state: &TaskState) -> Vec<&'static str> {
-    state
-        .effects
-        .iter()
-        .map(|r| match &r.effect {
-            Effect::Began(_) => "began",
-            Effect::Answered { .. } => "answered",
-            Effect::Ran { .. } => "ran",
-            Effect::Interrupted => "interrupted",
-            Effect::Timer { .. } => "timer",
-            Effect::Clock { .. } => "clock",
-            Effect::Spawned(_) => "spawned",
-            Effect::Joined { .. } => "joined",
-        })
-        .collect()
+    state.effects.iter().map(|r| r.effect.name()).collect()
 }
 
 #[test]

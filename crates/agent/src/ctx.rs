@@ -43,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tiffany_llm::{LlmError, LlmRequest, LlmResponse, ToolCall};
 use tiffany_skills::{SkillCtx, SkillError};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
 use crate::journal::{Effect, Event, Fnv, fingerprint};
 use crate::node::{NodeError, NodeInner, now_ms};
@@ -246,6 +247,8 @@ struct Call {
     seq: u32,
     fingerprint: u64,
     what: &'static str,
+    /// A `ctx` tracing span around the call.
+    span: tracing::Span,
 }
 
 impl Ctx {
@@ -285,11 +288,13 @@ impl Ctx {
         h.write(what.as_bytes());
         h.write(&[0xff]);
         arguments(&mut h);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         Call {
             ctx: self.clone(),
-            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            seq,
             fingerprint: h.0,
             what,
+            span: tracing::debug_span!("ctx", call = what, task = self.task, seq),
         }
     }
 
@@ -302,6 +307,7 @@ impl Ctx {
         let names: Vec<String> = request.tools.iter().map(|t| t.name.clone()).collect();
         let asked = fingerprint(&request.messages, &names);
         let call = self.call("llm", |h| h.write(&asked.to_le_bytes()));
+        let span = call.span.clone();
         async move {
             match call.recorded()? {
                 Some(Effect::Answered {
@@ -334,6 +340,7 @@ impl Ctx {
             })?;
             Ok(response)
         }
+        .instrument(span)
     }
 
     /// Runs a skill the agent was granted with `arguments` (JSON text) and
@@ -351,6 +358,7 @@ impl Ctx {
             h.write(&[0xff]);
             h.write(arguments.as_bytes());
         });
+        let span = call.span.clone();
         async move {
             let ctx = &call.ctx;
             match call.recorded()? {
@@ -382,6 +390,7 @@ impl Ctx {
             })?;
             skill_result(&name, ok, content)
         }
+        .instrument(span)
     }
 
     /// Sleeps for `duration` on a durable timer: after a restart the task
@@ -390,6 +399,7 @@ impl Ctx {
     pub fn sleep(&self, duration: Duration) -> impl Future<Output = Result<(), CtxError>> + use<> {
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let call = self.call("sleep", |h| h.write(&millis.to_le_bytes()));
+        let span = call.span.clone();
         async move {
             let until_ms = match call.recorded()? {
                 Some(Effect::Timer { until_ms }) => until_ms,
@@ -407,11 +417,13 @@ impl Ctx {
             }
             Ok(())
         }
+        .instrument(span)
     }
 
     /// The wall-clock time, journaled: a re-run program reads the same.
     pub fn now(&self) -> impl Future<Output = Result<SystemTime, CtxError>> + use<> {
         let call = self.call("now", |_| {});
+        let span = call.span.clone();
         async move {
             let ms = match call.recorded()? {
                 Some(Effect::Clock { ms }) => ms,
@@ -424,6 +436,7 @@ impl Ctx {
             };
             Ok(UNIX_EPOCH + Duration::from_millis(ms))
         }
+        .instrument(span)
     }
 
     /// Starts a ReAct task for `agent` with `instruction`, as a child of
@@ -439,6 +452,7 @@ impl Ctx {
             h.write(instruction.as_bytes());
         });
         let system = self.node.config.system_prompt.clone();
+        let span = call.span.clone();
         call.spawn_child(agent, move |task, parent, started_ms| Event::TaskStarted {
             task,
             agent,
@@ -447,6 +461,7 @@ impl Ctx {
             started_ms,
             parent: Some(parent),
         })
+        .instrument(span)
     }
 
     /// Starts a program task for `agent`, as a child of this task; returns
@@ -464,6 +479,7 @@ impl Ctx {
             h.write(&[0xff]);
             h.write(input.as_bytes());
         });
+        let span = call.span.clone();
         call.spawn_child(agent, move |task, parent, started_ms| {
             Event::ProgramStarted {
                 task,
@@ -474,12 +490,14 @@ impl Ctx {
                 parent: Some(parent),
             }
         })
+        .instrument(span)
     }
 
     /// Waits until task `child` ends and returns how. The task shows as
     /// waiting on a join meanwhile.
     pub fn join(&self, child: u64) -> impl Future<Output = Result<ChildOutcome, CtxError>> + use<> {
         let call = self.call("join", |h| h.write(&child.to_le_bytes()));
+        let span = call.span.clone();
         async move {
             match call.recorded()? {
                 Some(Effect::Joined {
@@ -511,6 +529,7 @@ impl Ctx {
                 text,
             })
         }
+        .instrument(span)
     }
 
     /// Waits until task `child` ends; returns its status and outcome. The
@@ -643,6 +662,7 @@ impl Ctx {
     }
 
     /// Journals the planner call of a ReAct step and asks the planner.
+    #[tracing::instrument(level = "debug", name = "ctx.plan", skip_all, fields(task = self.task, step))]
     pub(crate) async fn plan_step(
         &self,
         step: u32,
@@ -674,6 +694,7 @@ impl Ctx {
 
     /// Runs call `index` of a ReAct step (its start already durable) and
     /// journals the observation.
+    #[tracing::instrument(level = "debug", name = "ctx.skill", skip_all, fields(task = self.task, step, index, skill = %call.name))]
     pub(crate) async fn run_call(
         self,
         step: u32,

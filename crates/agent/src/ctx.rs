@@ -48,6 +48,7 @@ use tracing::Instrument as _;
 use crate::journal::{Effect, Event, Fnv, fingerprint};
 use crate::node::{NodeError, NodeInner, now_ms};
 use crate::pal::ActivityKind;
+use crate::react::over_budget;
 use crate::state::{TaskStatus, WaitOn};
 
 /// The node tool a ReAct planner calls to hand an instruction to another
@@ -131,6 +132,10 @@ pub enum CtxError {
         /// What the program asked this time.
         what: &'static str,
     },
+    /// The task's [`crate::Budgets`] allow no further planner call (steps,
+    /// tokens or wall time).
+    #[error("{0}")]
+    Budget(String),
     /// No task has this id.
     #[error("no task {0}")]
     UnknownTask(u64),
@@ -299,7 +304,8 @@ impl Ctx {
     }
 
     /// Asks the planner. Journaled: after a restart the recorded answer is
-    /// returned and the planner is not asked again.
+    /// returned and the planner is not asked again. The task's budgets
+    /// apply: past them, [`CtxError::Budget`].
     pub fn llm(
         &self,
         request: LlmRequest,
@@ -327,6 +333,14 @@ impl Ctx {
                 Some(_) => return Err(call.nondeterministic()),
             }
             let node = &call.ctx.node;
+            let exhausted = {
+                let table = node.table();
+                let state = table.tasks.get(&call.ctx.task);
+                state.and_then(|state| over_budget(node, state))
+            };
+            if let Some(reason) = exhausted {
+                return Err(CtxError::Budget(reason));
+            }
             node.publish(
                 call.ctx.task,
                 call.ctx.agent,

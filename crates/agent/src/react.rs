@@ -113,7 +113,8 @@ fn end_cycle(node: &NodeInner, start: &mut Option<Instant>) {
     }
 }
 
-fn over_budget(node: &NodeInner, state: &TaskState) -> Option<String> {
+/// Why `state` may not ask the planner again, if its budgets are spent.
+pub(crate) fn over_budget(node: &NodeInner, state: &TaskState) -> Option<String> {
     let budgets = node.config.budgets;
     if state.steps >= budgets.max_steps {
         return Some(format!(

@@ -350,3 +350,26 @@ fn unknown_and_missing_programs_are_clear() {
     assert_eq!(state.effects.len(), 3);
     assert_eq!(bump.runs(), 1);
 }
+
+#[test]
+fn a_program_asks_the_planner_within_the_task_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut programs = Programs::default();
+    programs.register("chatty", |ctx, _| async move {
+        ctx.llm(ask("one")).await?;
+        match ctx.llm(ask("two")).await {
+            Err(CtxError::Budget(reason)) => Ok(reason),
+            other => Ok(format!("unexpected: {other:?}")),
+        }
+    });
+    let (llm, bump) = (echo(), Bump::new());
+    let mut cfg = config(dir.path());
+    cfg.budgets.max_steps = 1;
+    let (node, _) = Node::open_with(cfg, llm.clone(), registry(&bump), programs).unwrap();
+    let agent = node.create_agent(AgentOptions::new("a")).unwrap();
+    let task = node.submit_program(agent, "chatty", "").unwrap();
+    let state = node.wait(task, WAIT).unwrap();
+    let reason = state.outcome.unwrap();
+    assert!(reason.starts_with("step budget exhausted"), "{reason}");
+    assert_eq!(llm.count(), 1);
+}

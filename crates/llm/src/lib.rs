@@ -13,7 +13,11 @@
 //!   attempt passes a [circuit breaker](BreakerConfig) and has a timeout;
 //!   failed attempts are retried with jittered exponential backoff;
 //!   [`OpenAiCompatible::stats`] counts requests, retries, failures and
-//!   tokens ([`LlmStats`]).
+//!   tokens ([`LlmStats`]). A plain `http://` endpoint (a local or in-cluster
+//!   server) is reached through a built-in keep-alive HTTP/1.1 client that
+//!   the asking task drives itself; `https://` endpoints, and any endpoint
+//!   when `http_proxy`, `HTTP_PROXY`, `all_proxy` or `ALL_PROXY` is set, go
+//!   through reqwest.
 //! - [`Scripted`] is the offline, deterministic planner (the default of the
 //!   demo and of tests): a function of the conversation, or a list of
 //!   [`Step`]s indexed by [`LlmRequest::step`].
@@ -71,9 +75,11 @@
 //! # Features
 //! - `rustls` (default): HTTPS through rustls with the system's root
 //!   certificates. Without it the client speaks plain HTTP only, which is
-//!   enough for a server on the same machine or network.
+//!   enough for a server on the same machine or network (and is the
+//!   built-in client's job either way).
 
 mod breaker;
+mod http1;
 mod openai;
 mod retry;
 mod scripted;

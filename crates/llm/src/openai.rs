@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker, Outcome};
+use crate::http1::{self, Http1Client};
 use crate::retry::{Backoff, is_retryable};
 use crate::{BoxFuture, LlmError, LlmProvider, LlmRequest, LlmResponse, wire};
 
@@ -182,7 +183,7 @@ struct Counters {
 pub struct OpenAiCompatible {
     config: OpenAiConfig,
     endpoint: String,
-    client: reqwest::Client,
+    transport: Transport,
     breaker: Mutex<CircuitBreaker>,
     backoff: Backoff,
     counters: Counters,
@@ -190,20 +191,22 @@ pub struct OpenAiCompatible {
 
 impl OpenAiCompatible {
     /// A provider for `config`. Fails with [`LlmError::Transport`] only if
-    /// the HTTP client cannot be built (for example, no usable TLS roots).
+    /// the HTTP client cannot be built: a base URL that does not parse, an
+    /// API key with control characters, no usable TLS roots.
     pub fn new(config: OpenAiConfig) -> Result<OpenAiCompatible, LlmError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.request_timeout)
-            .build()
-            .map_err(|e| LlmError::Transport(error_chain(&e)))?;
-        Ok(OpenAiCompatible {
+        let transport = Transport::for_config(&config)?;
+        Ok(OpenAiCompatible::with_transport(config, transport))
+    }
+
+    fn with_transport(config: OpenAiConfig, transport: Transport) -> OpenAiCompatible {
+        OpenAiCompatible {
             endpoint: config.endpoint(),
-            client,
+            transport,
             breaker: Mutex::new(CircuitBreaker::new(config.breaker.clone())),
             backoff: Backoff::new(config.backoff_base, config.backoff_cap),
             counters: Counters::default(),
             config,
-        })
+        }
     }
 
     /// The configuration it was built with.
@@ -246,6 +249,7 @@ impl OpenAiCompatible {
 
     async fn complete_with_retries(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let body = wire::encode(&self.config.model, request, self.config.tool_call_content)?;
+        let prepared = self.transport.prepare(body);
         let mut retry = 0;
         loop {
             let permit = match self.lock_breaker().try_acquire(now()) {
@@ -259,7 +263,7 @@ impl OpenAiCompatible {
                 }
             };
             let started = Instant::now();
-            let result = self.attempt(&body, request).await;
+            let result = self.attempt(&prepared, request).await;
             permit.finish(Outcome {
                 failed: result.as_ref().is_err_and(is_retryable),
                 latency: started.elapsed(),
@@ -279,37 +283,109 @@ impl OpenAiCompatible {
     }
 
     /// One HTTP attempt, bounded by the request timeout.
-    async fn attempt(&self, body: &[u8], request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let mut builder = self
-            .client
-            .post(&self.endpoint)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        if let Some(key) = &self.config.api_key {
-            builder = builder.bearer_auth(key);
-        }
+    async fn attempt(
+        &self,
+        prepared: &[u8],
+        request: &LlmRequest,
+    ) -> Result<LlmResponse, LlmError> {
         let exchange = async {
-            let response = builder
-                .send()
+            let response = self
+                .transport
+                .send(prepared, self.config.api_key.as_deref())
                 .await
-                .map_err(|e| LlmError::Transport(error_chain(&e)))?;
-            let status = response.status();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| LlmError::Transport(error_chain(&e)))?;
-            if !status.is_success() {
+                .map_err(LlmError::Transport)?;
+            if !(200..300).contains(&response.status) {
                 return Err(LlmError::Status {
-                    status: status.as_u16(),
-                    body: wire::excerpt(&bytes),
+                    status: response.status,
+                    body: wire::excerpt(&response.body),
                 });
             }
-            wire::decode(&bytes, request)
+            wire::decode(&response.body, request)
         };
         let timeout = self.config.request_timeout;
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| LlmError::Timeout(timeout))?
+    }
+}
+
+/// How requests travel: a plain `http://` endpoint through the built-in
+/// HTTP/1.1 client ([`crate::http1`]), anything else (`https://`, or any
+/// endpoint when a proxy is configured in the environment) through reqwest.
+#[derive(Debug)]
+enum Transport {
+    Http1(Http1Client),
+    Reqwest {
+        client: reqwest::Client,
+        endpoint: reqwest::Url,
+    },
+}
+
+/// The environment variables through which reqwest picks up a proxy for
+/// `http://` URLs; when one is set, plain endpoints use reqwest too.
+const HTTP_PROXY_VARS: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
+
+impl Transport {
+    fn for_config(config: &OpenAiConfig) -> Result<Transport, LlmError> {
+        let endpoint = reqwest::Url::parse(&config.endpoint()).map_err(|e| {
+            LlmError::Transport(format!("invalid base URL {:?}: {e}", config.base_url))
+        })?;
+        let proxied = HTTP_PROXY_VARS
+            .iter()
+            .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+        if endpoint.scheme() == "http" && !proxied {
+            Http1Client::new(&endpoint, config.api_key.as_deref())
+                .map(Transport::Http1)
+                .map_err(LlmError::Transport)
+        } else {
+            Transport::reqwest(config, endpoint)
+        }
+    }
+
+    fn reqwest(config: &OpenAiConfig, endpoint: reqwest::Url) -> Result<Transport, LlmError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.request_timeout)
+            .pool_idle_timeout(http1::IDLE_TIMEOUT)
+            .build()
+            .map_err(|e| LlmError::Transport(error_chain(&e)))?;
+        Ok(Transport::Reqwest { client, endpoint })
+    }
+
+    /// What [`Transport::send`] sends for the JSON `body`, built once per
+    /// completion for all its attempts: the whole HTTP request for the
+    /// built-in client, the body itself for reqwest.
+    fn prepare(&self, body: Vec<u8>) -> Vec<u8> {
+        match self {
+            Transport::Http1(client) => client.request(&body),
+            Transport::Reqwest { .. } => body,
+        }
+    }
+
+    /// One exchange: the status and the whole body, or why there is none.
+    async fn send(
+        &self,
+        prepared: &[u8],
+        api_key: Option<&str>,
+    ) -> Result<http1::Response, String> {
+        match self {
+            Transport::Http1(client) => client.send(prepared).await,
+            Transport::Reqwest { client, endpoint } => {
+                let mut builder = client
+                    .post(endpoint.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(prepared.to_vec());
+                if let Some(key) = api_key {
+                    builder = builder.bearer_auth(key);
+                }
+                let response = builder.send().await.map_err(|e| error_chain(&e))?;
+                let status = response.status().as_u16();
+                let body = response.bytes().await.map_err(|e| error_chain(&e))?;
+                Ok(http1::Response {
+                    status,
+                    body: body.into(),
+                })
+            }
+        }
     }
 }
 
@@ -411,6 +487,40 @@ mod tests {
         assert_eq!(config.breaker.window, BreakerConfig::default().window);
         assert_eq!(config.tool_call_content, ToolCallContent::Null);
         assert_eq!(config.max_retries, 3);
+    }
+
+    /// `https://` endpoints use reqwest; this runs that path against the
+    /// plain-HTTP mock.
+    #[tokio::test]
+    async fn openai_reqwest_transport_answers_and_reports_statuses() {
+        let server = tiffany_testkit::MockLlmServer::with_responder(|_| {
+            tiffany_testkit::MockReply::Answer("ok".into())
+        });
+        let config = OpenAiConfig {
+            api_key: Some("sk-test".into()),
+            max_retries: 0,
+            ..OpenAiConfig::new(server.url(), "m")
+        };
+        let endpoint = reqwest::Url::parse(&config.endpoint()).unwrap();
+        let transport = Transport::reqwest(&config, endpoint).unwrap();
+        let provider = OpenAiCompatible::with_transport(config, transport);
+        let request = LlmRequest {
+            messages: vec![crate::Message::user("hi")],
+            ..LlmRequest::default()
+        };
+
+        let response = provider.complete(&request).await.unwrap();
+        assert_eq!(response.message, crate::Message::assistant("ok"));
+        server.fail_next(1, 400);
+        let failed = provider.complete(&request).await;
+        assert!(
+            matches!(&failed, Err(LlmError::Status { status: 400, body }) if body.contains("injected")),
+            "{failed:?}"
+        );
+
+        let sent = server.requests();
+        assert_eq!(sent[0].authorization.as_deref(), Some("Bearer sk-test"));
+        assert_eq!(sent[0].body["messages"][0]["content"], "hi");
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //!   responder.
 //! - Every request to `/v1/chat/completions` is counted and recorded (body,
 //!   fingerprint of its `messages`, `Authorization` header, the status it
-//!   got) before it is answered. Injected failures are decided when a
+//!   got) before it is answered. The log keeps each body as it arrived;
+//!   [`MockLlmServer::requests`] parses and fingerprints them when asked, so
+//!   a server under load pays for neither (nor for the memory a parsed log
+//!   would take). Injected failures are decided when a
 //!   request arrives, in arrival order: first `fail_next`, then
 //!   `malformed_next`, then the responder. The delay applies to every
 //!   answer, injected or not.
@@ -33,6 +36,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -52,8 +56,8 @@ pub struct MockRequest {
     pub tools: Vec<String>,
     /// The `max_tokens` field, if sent.
     pub max_tokens: Option<u64>,
-    /// The whole request body.
-    pub body: Value,
+    /// The whole request body, as sent.
+    raw: Bytes,
 }
 
 /// One message of a [`MockRequest`].
@@ -105,7 +109,16 @@ impl MockRequest {
             .and_then(|m| m.content.as_deref())
     }
 
-    fn parse(body: Value) -> Result<MockRequest, String> {
+    /// The whole request body.
+    pub fn body(&self) -> Value {
+        // It parsed when the request arrived.
+        serde_json::from_slice(&self.raw).unwrap_or(Value::Null)
+    }
+
+    /// Checks and parses a request body.
+    fn parse(raw: Bytes) -> Result<MockRequest, String> {
+        let body: Value =
+            serde_json::from_slice(&raw).map_err(|e| format!("the body is not JSON: {e}"))?;
         let model = body
             .get("model")
             .and_then(Value::as_str)
@@ -147,7 +160,7 @@ impl MockRequest {
             messages,
             tools,
             max_tokens,
-            body,
+            raw,
         })
     }
 }
@@ -269,10 +282,30 @@ enum Injected {
     Malformed,
 }
 
+/// A request as logged: parsed into a [`RecordedRequest`] only when asked.
+#[derive(Clone)]
+struct Logged {
+    body: Bytes,
+    authorization: Option<String>,
+    status: u16,
+}
+
+impl Logged {
+    fn recorded(&self) -> RecordedRequest {
+        let body: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
+        RecordedRequest {
+            fingerprint: fingerprint(body.get("messages").unwrap_or(&Value::Null)),
+            body,
+            authorization: self.authorization.clone(),
+            status: self.status,
+        }
+    }
+}
+
 struct Shared {
     responder: Mutex<Arc<Responder>>,
     behaviour: Mutex<Behaviour>,
-    log: Mutex<Vec<RecordedRequest>>,
+    log: Mutex<Vec<Logged>>,
     count: AtomicU64,
 }
 
@@ -391,7 +424,8 @@ impl MockLlmServer {
 
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.log).clone()
+        let log = lock(&self.shared.log).clone();
+        log.iter().map(Logged::recorded).collect()
     }
 
     /// Fingerprints of conversations that were answered successfully more
@@ -399,7 +433,7 @@ impl MockLlmServer {
     /// this empty (retries of failed attempts do not count).
     pub fn repeated_conversations(&self) -> Vec<u64> {
         let mut answered: HashMap<u64, usize> = HashMap::new();
-        for request in lock(&self.shared.log).iter().filter(|r| r.status == 200) {
+        for request in self.requests().iter().filter(|r| r.status == 200) {
             *answered.entry(request.fingerprint).or_default() += 1;
         }
         let mut repeated: Vec<u64> = answered
@@ -502,15 +536,13 @@ async fn answer(
         (behaviour.delay, injected)
     };
 
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let fingerprint = fingerprint(body.get("messages").unwrap_or(&Value::Null));
     let (status, text) = match injected {
         Some(Injected::Fail(status)) => (status, error_body("injected failure")),
         Some(Injected::Malformed) => (
             200,
             r#"{"id": "chatcmpl-mock", "choices": [{"mess"#.to_owned(),
         ),
-        None => match MockRequest::parse(body.clone()) {
+        None => match MockRequest::parse(bytes.clone()) {
             Err(reason) => (400, error_body(&reason)),
             Ok(parsed) => {
                 let responder = Arc::clone(&*lock(&shared.responder));
@@ -518,9 +550,8 @@ async fn answer(
             }
         },
     };
-    lock(&shared.log).push(RecordedRequest {
-        body,
-        fingerprint,
+    lock(&shared.log).push(Logged {
+        body: bytes,
         authorization,
         status,
     });
@@ -545,44 +576,114 @@ fn error_body(message: &str) -> String {
     json!({"error": {"message": message, "type": "invalid_request_error"}}).to_string()
 }
 
+/// A chat completion as the mock sends it.
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'static str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice; 1],
+    usage: CompletionUsage,
+}
+
+#[derive(Serialize)]
+struct Choice {
+    index: u32,
+    message: AssistantMessage,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage {
+    role: &'static str,
+    /// `null` for tool calls.
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<CallOut>,
+}
+
+#[derive(Serialize)]
+struct CallOut {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut,
+}
+
+#[derive(Serialize)]
+struct FunctionOut {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Serialize)]
+struct CompletionUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
 /// The status and body of `reply` to `request`.
 fn render(request: &MockRequest, reply: MockReply) -> (u16, String) {
     let prompt_tokens = 10 * request.messages.len() as u64;
     let (message, completion_tokens, finish_reason) = match reply {
         MockReply::Error { status, body } => return (status, body),
         MockReply::Raw(body) => return (200, body.to_string()),
-        MockReply::Answer(text) => (json!({"role": "assistant", "content": text}), 5, "stop"),
+        MockReply::Answer(text) => (
+            AssistantMessage {
+                role: "assistant",
+                content: Some(text),
+                tool_calls: Vec::new(),
+            },
+            5,
+            "stop",
+        ),
         MockReply::ToolCalls(calls) => {
             let step = request.step();
-            let calls: Vec<Value> = calls
+            let calls: Vec<CallOut> = calls
                 .into_iter()
                 .enumerate()
-                .map(|(i, (name, arguments))| {
-                    json!({"id": format!("call_mock_{step}_{i}"), "type": "function",
-                           "function": {"name": name, "arguments": arguments.to_string()}})
+                .map(|(i, (name, arguments))| CallOut {
+                    id: format!("call_mock_{step}_{i}"),
+                    kind: "function",
+                    function: FunctionOut {
+                        name,
+                        arguments: arguments.to_string(),
+                    },
                 })
                 .collect();
             let tokens = 5 * calls.len() as u64;
             (
-                json!({"role": "assistant", "content": null, "tool_calls": calls}),
+                AssistantMessage {
+                    role: "assistant",
+                    content: None,
+                    tool_calls: calls,
+                },
                 tokens,
                 "tool_calls",
             )
         }
     };
-    let body = json!({
-        "id": "chatcmpl-mock",
-        "object": "chat.completion",
-        "created": 0,
-        "model": request.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+    let body = Completion {
+        id: "chatcmpl-mock",
+        object: "chat.completion",
+        created: 0,
+        model: &request.model,
+        choices: [Choice {
+            index: 0,
+            message,
+            finish_reason,
+        }],
+        usage: CompletionUsage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
         },
-    });
-    (200, body.to_string())
+    };
+    // Strings, numbers and a fixed shape: it always serializes.
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    (200, text)
 }
 
 fn default_script(request: &MockRequest) -> MockReply {
@@ -610,8 +711,12 @@ fn fingerprint(messages: &Value) -> u64 {
 mod tests {
     use super::*;
 
+    fn parse(body: &Value) -> Result<MockRequest, String> {
+        MockRequest::parse(Bytes::from(body.to_string()))
+    }
+
     fn request(messages: Value) -> Result<MockRequest, String> {
-        MockRequest::parse(json!({"model": "m", "messages": messages}))
+        parse(&json!({"model": "m", "messages": messages}))
     }
 
     #[test]
@@ -647,7 +752,8 @@ mod tests {
         }
         let bad_tool = json!({"model": "m", "messages": [], "tools": [{"type": "function",
             "function": {"name": "f"}}]});
-        assert!(MockRequest::parse(bad_tool).is_err());
+        assert!(parse(&bad_tool).is_err());
+        assert!(MockRequest::parse(Bytes::from_static(b"{\"model\"")).is_err());
     }
 
     #[test]

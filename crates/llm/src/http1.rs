@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use httparse::Status;
 use reqwest::Url;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 /// How long an idle connection may wait for its next request (reqwest's
@@ -236,15 +236,23 @@ async fn exchange(
         message: format!("cannot send the request: {e}"),
         unanswered: true,
     })?;
-    let mut buf = Vec::with_capacity(READ_CHUNK);
+    // Allocated once the answer is there, not while it is awaited: 10,000
+    // agents waiting on a slow server would otherwise each hold a buffer.
+    let mut buf = Vec::new();
     loop {
+        let read_error = |e: io::Error, buf: &[u8]| Failure {
+            message: format!("cannot read the response: {e}"),
+            unanswered: buf.is_empty(),
+        };
+        stream.readable().await.map_err(|e| read_error(e, &buf))?;
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
-        let read = stream.read_buf(&mut buf).await.map_err(|e| Failure {
-            message: format!("cannot read the response: {e}"),
-            unanswered: buf.is_empty(),
-        })?;
+        let read = match stream.try_read_buf(&mut buf) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(read_error(e, &buf)),
+        };
         let eof = read == 0;
         let parsed = parse(&buf, eof).map_err(|message| Failure {
             message,

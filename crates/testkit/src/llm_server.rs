@@ -513,7 +513,10 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let bytes = match request.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
+        // A copy of its own: the body as read shares hyper's connection
+        // buffer, which the log would otherwise keep whole (and make hyper
+        // allocate afresh for the next request).
+        Ok(body) => Bytes::copy_from_slice(&body.to_bytes()),
         Err(e) => {
             return Ok(respond(
                 400,

@@ -53,6 +53,7 @@ pub fn audit(
         .thread_name("tiffany-audit")
         .build()?;
     let mut report = Audit::default();
+    let tools: Arc<[ToolSpec]> = tools.into();
     for task in table.tasks.values() {
         if task.conversation.is_empty() {
             report.skipped += 1;
@@ -67,7 +68,7 @@ pub fn audit(
         for (step, (at, journaled)) in answers.enumerate() {
             let request = LlmRequest {
                 messages: task.conversation[..at].to_vec(),
-                tools: tools.to_vec(),
+                tools: Arc::clone(&tools),
                 max_tokens: None,
             };
             let planner = Arc::clone(llm);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tiffany_llm::LlmProvider;
+use tiffany_llm::{LlmProvider, ToolSpec};
 use tiffany_sched::{Group, GroupConfig, Handle, JoinHandle, Runtime};
 use tiffany_skills::{Grants, Registry};
 use tiffany_wal::{Lsn, SyncMode, Wal, WalConfig};
@@ -246,6 +246,8 @@ pub(crate) struct NodeInner {
     pub(crate) cycles: CycleStats,
     /// Permits for [`NodeConfig::max_active_tasks`].
     pub(crate) admission: Option<Arc<tokio::sync::Semaphore>>,
+    /// The tool list offered for each set of grants (`react::tools_for`).
+    pub(crate) tools: Mutex<HashMap<Grants, Arc<[ToolSpec]>>>,
     groups: Mutex<HashMap<u64, Group>>,
     handles: Mutex<HashMap<u64, JoinHandle<()>>>,
     bytes_since_snapshot: AtomicU64,
@@ -393,6 +395,7 @@ impl Node {
             pal,
             cycles: CycleStats::default(),
             admission,
+            tools: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             bytes_since_snapshot: AtomicU64::new(0),

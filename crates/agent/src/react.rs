@@ -8,7 +8,7 @@
 //! the recovered state, so a planner answer or a skill result that was
 //! journaled is used, never asked for again.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tiffany_llm::{LlmRequest, ToolCall, ToolSpec};
@@ -146,24 +146,30 @@ async fn conclude(node: &NodeInner, task: u64, event: Event) -> Result<(), NodeE
     Ok(())
 }
 
-/// The tools an agent may call, as the planner sees them.
-pub(crate) fn tools_for(node: &NodeInner, agent: u64) -> Vec<ToolSpec> {
+/// The tools an agent may call, as the planner sees them: built once per
+/// set of grants (the registry never changes under a node), then shared by
+/// every request.
+pub(crate) fn tools_for(node: &NodeInner, agent: u64) -> Arc<[ToolSpec]> {
     let grants = node.grants(agent);
-    let mut tools: Vec<ToolSpec> = node
-        .skills
-        .tool_specs(&grants)
-        .into_iter()
-        .filter(|s| s.name != DELEGATE)
-        .map(|s| ToolSpec {
-            name: s.name.to_owned(),
-            description: s.description.to_owned(),
-            parameters: s.schema.clone(),
-        })
-        .collect();
-    if grants.allows(DELEGATE) {
-        tools.push(delegate_tool());
-    }
-    tools
+    let mut cache = node.tools.lock().unwrap_or_else(PoisonError::into_inner);
+    let tools = cache.entry(grants).or_insert_with_key(|grants| {
+        let mut tools: Vec<ToolSpec> = node
+            .skills
+            .tool_specs(grants)
+            .into_iter()
+            .filter(|s| s.name != DELEGATE)
+            .map(|s| ToolSpec {
+                name: s.name.to_owned(),
+                description: s.description.to_owned(),
+                parameters: s.schema.clone(),
+            })
+            .collect();
+        if grants.allows(DELEGATE) {
+            tools.push(delegate_tool());
+        }
+        tools.into()
+    });
+    Arc::clone(tools)
 }
 
 async fn plan(ctx: &Ctx, step: u32, messages: Vec<tiffany_llm::Message>) -> Result<(), PlanError> {

@@ -99,7 +99,7 @@ fn echo() -> Arc<Counting> {
 fn ask(text: &str) -> LlmRequest {
     LlmRequest {
         messages: vec![Message::user(text)],
-        tools: Vec::new(),
+        tools: Default::default(),
         max_tokens: None,
     }
 }

@@ -92,6 +92,7 @@ pub use scripted::{Scripted, Step};
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -203,8 +204,9 @@ pub struct ToolSpec {
 pub struct LlmRequest {
     /// The conversation so far, oldest first.
     pub messages: Vec<Message>,
-    /// The tools the agent may call.
-    pub tools: Vec<ToolSpec>,
+    /// The tools the agent may call. Shared: an agent's list is built once
+    /// and offered with each of its requests.
+    pub tools: Arc<[ToolSpec]>,
     /// Upper bound on the tokens of the answer, if any.
     pub max_tokens: Option<u32>,
 }

@@ -24,26 +24,72 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::openai::ToolCallContent;
-use crate::{LlmError, LlmRequest, LlmResponse, Message, Role, ToolCall, Usage, call_id};
+use crate::{LlmError, LlmRequest, LlmResponse, Message, Role, ToolCall, ToolSpec, Usage, call_id};
+
+// The request is serialized straight from the caller's conversation and
+// tool list: the wrappers below borrow them and write each sequence from an
+// iterator, so encoding allocates nothing but the output.
 
 #[derive(Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
-    messages: Vec<WireMessage<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<WireTool<'a>>,
+    messages: Messages<'a>,
+    #[serde(skip_serializing_if = "Tools::is_empty")]
+    tools: Tools<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+}
+
+struct Messages<'a> {
+    messages: &'a [Message],
+    empty_content: ToolCallContent,
+}
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.messages.iter().map(|m| {
+            let null_content = self.empty_content == ToolCallContent::Null
+                && m.content.is_empty()
+                && !m.tool_calls.is_empty();
+            WireMessage {
+                role: m.role,
+                content: (!null_content).then_some(m.content.as_str()),
+                tool_calls: ToolCalls(&m.tool_calls),
+                tool_call_id: m.tool_call_id.as_deref(),
+            }
+        }))
+    }
 }
 
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: Role,
     content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "ToolCalls::is_empty")]
+    tool_calls: ToolCalls<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
+}
+
+struct ToolCalls<'a>(&'a [ToolCall]);
+
+impl ToolCalls<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for ToolCalls<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|c| WireToolCall {
+            id: &c.id,
+            kind: "function",
+            function: WireFunctionCall {
+                name: wire_name(&c.name),
+                arguments: &c.arguments,
+            },
+        }))
+    }
 }
 
 #[derive(Serialize)]
@@ -60,6 +106,27 @@ struct WireFunctionCall<'a> {
     arguments: &'a str,
 }
 
+struct Tools<'a>(&'a [ToolSpec]);
+
+impl Tools<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|t| WireTool {
+            kind: "function",
+            function: WireFunction {
+                name: wire_name(&t.name),
+                description: &t.description,
+                parameters: &t.parameters,
+            },
+        }))
+    }
+}
+
 #[derive(Serialize)]
 struct WireTool<'a> {
     #[serde(rename = "type")]
@@ -74,7 +141,6 @@ struct WireFunction<'a> {
     parameters: &'a serde_json::Value,
 }
 
-/// The JSON body of a chat-completions request.
 /// The name a tool goes by on the wire: OpenAI allows only
 /// `[a-zA-Z0-9_-]` in function names, so the dots of our skill names
 /// (`fs.read`) become `__` (`fs__read`).
@@ -96,57 +162,47 @@ fn skill_name(name: String, request: &LlmRequest) -> String {
         .map_or(name, |t| t.name.clone())
 }
 
+/// The JSON body of a chat-completions request.
 pub(crate) fn encode(
     model: &str,
     request: &LlmRequest,
     empty_content: ToolCallContent,
 ) -> Result<Vec<u8>, LlmError> {
-    let messages = request
-        .messages
-        .iter()
-        .map(|m| {
-            let null_content = empty_content == ToolCallContent::Null
-                && m.content.is_empty()
-                && !m.tool_calls.is_empty();
-            WireMessage {
-                role: m.role,
-                content: (!null_content).then_some(m.content.as_str()),
-                tool_calls: m
-                    .tool_calls
-                    .iter()
-                    .map(|c| WireToolCall {
-                        id: &c.id,
-                        kind: "function",
-                        function: WireFunctionCall {
-                            name: wire_name(&c.name),
-                            arguments: &c.arguments,
-                        },
-                    })
-                    .collect(),
-                tool_call_id: m.tool_call_id.as_deref(),
-            }
-        })
-        .collect();
-    let tools = request
-        .tools
-        .iter()
-        .map(|t| WireTool {
-            kind: "function",
-            function: WireFunction {
-                name: wire_name(&t.name),
-                description: &t.description,
-                parameters: &t.parameters,
-            },
-        })
-        .collect();
     let body = ChatRequest {
         model,
-        messages,
-        tools,
+        messages: Messages {
+            messages: &request.messages,
+            empty_content,
+        },
+        tools: Tools(&request.tools),
         max_tokens: request.max_tokens,
     };
-    serde_json::to_vec(&body)
-        .map_err(|e| LlmError::Planner(format!("cannot encode the request: {e}")))
+    let mut out = Vec::with_capacity(encoded_size_hint(request));
+    serde_json::to_writer(&mut out, &body)
+        .map_err(|e| LlmError::Planner(format!("cannot encode the request: {e}")))?;
+    Ok(out)
+}
+
+/// Roughly the encoded size of `request` (texts plus room for keys and
+/// escapes), so that the output seldom grows while it is written.
+fn encoded_size_hint(request: &LlmRequest) -> usize {
+    let calls = |m: &Message| -> usize {
+        m.tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + 2 * c.arguments.len() + 64)
+            .sum()
+    };
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.len() + calls(m) + 96)
+        .sum();
+    let tools: usize = request
+        .tools
+        .iter()
+        .map(|t| t.name.len() + t.description.len() + 256)
+        .sum();
+    128 + messages + messages / 8 + tools
 }
 
 #[derive(Deserialize)]
@@ -244,7 +300,6 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::ToolSpec;
 
     fn conversation() -> LlmRequest {
         LlmRequest {
@@ -262,7 +317,8 @@ mod tests {
                 name: "weather".into(),
                 description: "the weather".into(),
                 parameters: json!({"type": "object"}),
-            }],
+            }]
+            .into(),
             max_tokens: Some(64),
         }
     }
@@ -299,7 +355,9 @@ mod tests {
     #[test]
     fn wire_names_with_dots_travel_as_double_underscores_and_come_back() {
         let mut request = conversation();
-        request.tools[0].name = "fs.read".into();
+        let mut tools = request.tools.to_vec();
+        tools[0].name = "fs.read".into();
+        request.tools = tools.into();
         request.messages[2].tool_calls[0].name = "fs.read".into();
         let body: Value =
             serde_json::from_slice(&encode("m", &request, ToolCallContent::EmptyString).unwrap())

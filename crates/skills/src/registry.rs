@@ -33,7 +33,7 @@ use crate::{Skill, SkillCtx, SkillError, SkillOutput};
 /// assert!(!grants.allows("shell"));
 /// assert!(Grants::All.allows("shell"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Grants {
     /// Every registered skill.
     All,

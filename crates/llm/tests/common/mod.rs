@@ -43,7 +43,7 @@ pub(crate) fn question() -> LlmRequest {
             Message::system("be brief"),
             Message::user("weather in Oslo and Rome?"),
         ],
-        tools: vec![tool("weather"), tool("time")],
+        tools: vec![tool("weather"), tool("time")].into(),
         max_tokens: Some(128),
     }
 }

@@ -36,7 +36,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -115,22 +115,19 @@ impl MockRequest {
         serde_json::from_slice(&self.raw).unwrap_or(Value::Null)
     }
 
-    /// Checks and parses a request body.
+    /// Checks and parses a request body: typed deserialization for the
+    /// shapes, then the rules serde cannot state (roles, which messages
+    /// carry what, tool calls answered in order).
     fn parse(raw: Bytes) -> Result<MockRequest, String> {
-        let body: Value =
-            serde_json::from_slice(&raw).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let model = body
-            .get("model")
-            .and_then(Value::as_str)
-            .ok_or("`model` must be a string")?
-            .to_owned();
-        let mut messages = Vec::new();
-        for (i, message) in array(&body, "messages")?.iter().enumerate() {
-            let message = parse_message(message).map_err(|e| format!("messages[{i}]: {e}"))?;
+        let body: WireRequest =
+            serde_json::from_slice(&raw).map_err(|e| format!("not a chat completion: {e}"))?;
+        let mut messages: Vec<MockMessage> = Vec::with_capacity(body.messages.len());
+        for (i, message) in body.messages.into_iter().enumerate() {
+            let message = message.check().map_err(|e| format!("messages[{i}]: {e}"))?;
             if let Some(id) = &message.tool_call_id {
                 let answered = messages
                     .iter()
-                    .flat_map(|m: &MockMessage| &m.tool_calls)
+                    .flat_map(|m| &m.tool_calls)
                     .any(|c| &c.id == id);
                 if !answered {
                     return Err(format!(
@@ -140,98 +137,143 @@ impl MockRequest {
             }
             messages.push(message);
         }
-        let tools = match body.get("tools") {
-            None => Vec::new(),
-            Some(_) => array(&body, "tools")?
-                .iter()
-                .enumerate()
-                .map(|(i, t)| parse_tool(t).map_err(|e| format!("tools[{i}]: {e}")))
-                .collect::<Result<_, _>>()?,
-        };
-        let max_tokens = match body.get("max_tokens") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or("`max_tokens` must be a positive integer")?,
-            ),
-        };
+        let tools = body
+            .tools
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.check().map_err(|e| format!("tools[{i}]: {e}")))
+            .collect::<Result<_, _>>()?;
         Ok(MockRequest {
-            model,
+            model: body.model,
             messages,
             tools,
-            max_tokens,
+            max_tokens: body.max_tokens,
             raw,
         })
     }
 }
 
-fn array<'v>(value: &'v Value, key: &str) -> Result<&'v Vec<Value>, String> {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("`{key}` must be an array"))
+/// A chat-completions request body as the mock reads it (other fields are
+/// ignored).
+#[derive(Deserialize)]
+struct WireRequest {
+    model: String,
+    messages: Vec<WireMessage>,
+    #[serde(default, deserialize_with = "not_null")]
+    tools: Option<Vec<WireTool>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
 }
 
-fn string(value: &Value, key: &str) -> Result<String, String> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("`{key}` must be a string"))
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    tool_calls: Option<Vec<WireToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
-fn parse_message(message: &Value) -> Result<MockMessage, String> {
-    let role = string(message, "role")?;
-    if !["system", "user", "assistant", "tool"].contains(&role.as_str()) {
-        return Err(format!("unknown role `{role}`"));
-    }
-    let tool_calls = match message.get("tool_calls") {
-        None => Vec::new(),
-        Some(_) if role != "assistant" => return Err("only assistant messages call tools".into()),
-        Some(_) => array(message, "tool_calls")?
-            .iter()
-            .map(parse_tool_call)
-            .collect::<Result<_, _>>()?,
-    };
-    let content = match message.get("content") {
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(Value::Null) | None if !tool_calls.is_empty() => None,
-        _ => return Err("`content` must be a string".into()),
-    };
-    let tool_call_id = if role == "tool" {
-        Some(string(message, "tool_call_id")?)
-    } else {
-        None
-    };
-    Ok(MockMessage {
-        role,
-        content,
-        tool_calls,
-        tool_call_id,
-    })
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: WireFunctionCall,
 }
 
-fn parse_tool_call(call: &Value) -> Result<MockToolCall, String> {
-    if call.get("type").and_then(Value::as_str) != Some("function") {
-        return Err("a tool call's `type` must be \"function\"".into());
-    }
-    let function = call.get("function").ok_or("a tool call needs `function`")?;
-    Ok(MockToolCall {
-        id: string(call, "id")?,
-        name: string(function, "name")?,
-        arguments: string(function, "arguments")?,
-    })
+#[derive(Deserialize)]
+struct WireFunctionCall {
+    name: String,
+    arguments: String,
 }
 
-fn parse_tool(tool: &Value) -> Result<String, String> {
-    if tool.get("type").and_then(Value::as_str) != Some("function") {
-        return Err("a tool's `type` must be \"function\"".into());
+#[derive(Deserialize)]
+struct WireTool {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+/// An optional field that, when present, must not be `null`.
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The function type every tool and tool call must name.
+const FUNCTION: Option<&str> = Some("function");
+
+impl WireMessage {
+    fn check(self) -> Result<MockMessage, String> {
+        let role = self.role;
+        if !["system", "user", "assistant", "tool"].contains(&role.as_str()) {
+            return Err(format!("unknown role `{role}`"));
+        }
+        let tool_calls = match self.tool_calls {
+            None => Vec::new(),
+            Some(_) if role != "assistant" => {
+                return Err("only assistant messages call tools".into());
+            }
+            Some(calls) => calls
+                .into_iter()
+                .map(|call| {
+                    if call.kind.as_deref() != FUNCTION {
+                        return Err("a tool call's `type` must be \"function\"".to_owned());
+                    }
+                    Ok(MockToolCall {
+                        id: call.id,
+                        name: call.function.name,
+                        arguments: call.function.arguments,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if self.content.is_none() && tool_calls.is_empty() {
+            return Err("`content` must be a string".into());
+        }
+        let tool_call_id = if role == "tool" {
+            Some(self.tool_call_id.ok_or("`tool_call_id` must be a string")?)
+        } else {
+            None
+        };
+        Ok(MockMessage {
+            role,
+            content: self.content,
+            tool_calls,
+            tool_call_id,
+        })
     }
-    let function = tool.get("function").ok_or("a tool needs `function`")?;
-    if !function.get("parameters").is_some_and(Value::is_object) {
-        return Err("a tool's `parameters` must be a JSON schema object".into());
+}
+
+impl WireTool {
+    fn check(self) -> Result<String, String> {
+        if self.kind.as_deref() != FUNCTION {
+            return Err("a tool's `type` must be \"function\"".into());
+        }
+        if !self
+            .function
+            .parameters
+            .as_ref()
+            .is_some_and(Value::is_object)
+        {
+            return Err("a tool's `parameters` must be a JSON schema object".into());
+        }
+        Ok(self.function.name)
     }
-    string(function, "name")
 }
 
 /// What the mock answers.

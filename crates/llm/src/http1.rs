@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use httparse::Status;
 use reqwest::Url;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
 /// How long an idle connection may wait for its next request (reqwest's
@@ -260,7 +260,10 @@ async fn exchange(
         })?;
         match parsed {
             Some(parsed) => {
-                let reusable = parsed.keep_alive.then_some(stream);
+                let reusable = parsed.keep_alive.then(|| {
+                    forget_read_readiness(&stream);
+                    stream
+                });
                 return Ok((parsed.into_response(buf), reusable));
             }
             None if eof => {
@@ -282,6 +285,18 @@ async fn exchange(
             None => {}
         }
     }
+}
+
+/// Marks `stream`, whose answer was read to its end, as having nothing to
+/// read, without a system call. tokio still remembers the readiness that
+/// delivered the answer; left alone, the next checkout's probe and the
+/// next exchange's first read would each make a `recv` that finds nothing.
+/// Only readiness already seen is forgotten (an end of stream never is):
+/// bytes or a close that arrive later are reported afresh.
+fn forget_read_readiness(stream: &TcpStream) {
+    let _ = stream.try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Where a complete response's body is.

@@ -74,6 +74,9 @@ pub(crate) struct Http1Client {
     idle: Mutex<VecDeque<Idle>>,
 }
 
+/// `Content-Length: <u64>` and the blank line ending the head.
+const LENGTH_LINE_MAX: usize = "Content-Length: ".len() + 20 + 4;
+
 /// An answer: its status and its body (de-chunked).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Response {
@@ -139,19 +142,33 @@ impl Http1Client {
         })
     }
 
-    /// The whole request for a JSON `body`: head, length, body; built once
-    /// per completion and sent as is by each attempt.
-    pub(crate) fn request(&self, body: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.head.len() + 40 + body.len());
-        bytes.extend_from_slice(&self.head);
-        // Writing to a Vec cannot fail.
-        let _ = write!(bytes, "Content-Length: {}\r\n\r\n", body.len());
-        bytes.extend_from_slice(body);
-        bytes
+    /// The whole request for the JSON body `encode` writes (head, length,
+    /// body) as `bytes[start..]` of the returned `(bytes, start)`. The body
+    /// is written after room left for the head, which is then filled in
+    /// front of it: no copy of the body.
+    pub(crate) fn request<E>(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(Vec<u8>, usize), E> {
+        let room = self.head.len() + LENGTH_LINE_MAX;
+        let mut bytes = vec![0; room];
+        encode(&mut bytes)?;
+        let mut line = [0; LENGTH_LINE_MAX];
+        let free = {
+            let mut cursor = &mut line[..];
+            // The longest length fits: LENGTH_LINE_MAX allows 20 digits.
+            let _ = write!(cursor, "Content-Length: {}\r\n\r\n", bytes.len() - room);
+            cursor.len()
+        };
+        let line = &line[..LENGTH_LINE_MAX - free];
+        let start = room - line.len() - self.head.len();
+        bytes[start..start + self.head.len()].copy_from_slice(&self.head);
+        bytes[room - line.len()..room].copy_from_slice(line);
+        Ok((bytes, start))
     }
 
-    /// Sends `request` (from [`Http1Client::request`]) and reads the answer,
-    /// on an idle connection if there is one, else on a new one.
+    /// Sends `request` and reads the answer, on an idle connection if there
+    /// is one, else on a new one.
     pub(crate) async fn send(&self, request: &[u8]) -> Result<Response, String> {
         if let Some(stream) = self.checkout() {
             match exchange(stream, request).await {
@@ -576,20 +593,26 @@ mod tests {
     fn http1_builds_the_request_head_once() {
         let url = Url::parse("http://[::1]:8080/v1/chat/completions?x=1").unwrap();
         let client = Http1Client::new(&url, Some("sk-1")).unwrap();
-        let request = String::from_utf8(client.request(b"{}")).unwrap();
+        let request = |client: &Http1Client, body: &[u8]| {
+            let (bytes, start) = client
+                .request(|out| {
+                    out.extend_from_slice(body);
+                    Ok::<_, ()>(())
+                })
+                .unwrap();
+            String::from_utf8(bytes[start..].to_vec()).unwrap()
+        };
         assert_eq!(
-            request,
+            request(&client, b"{}"),
             "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: [::1]:8080\r\n\
              Content-Type: application/json\r\nAccept: application/json\r\n\
              Authorization: Bearer sk-1\r\nContent-Length: 2\r\n\r\n{}"
         );
+        let long = vec![b'x'; 12_345];
+        assert!(request(&client, &long).contains("Content-Length: 12345\r\n\r\nxxx"));
         let default_port = Url::parse("http://localhost/v1").unwrap();
         let client = Http1Client::new(&default_port, None).unwrap();
-        assert!(
-            String::from_utf8(client.request(b""))
-                .unwrap()
-                .contains("Host: localhost\r\n")
-        );
+        assert!(request(&client, b"").starts_with("POST /v1 HTTP/1.1\r\nHost: localhost\r\n"));
         assert!(Http1Client::new(&url, Some("a\nb")).is_err());
         assert!(Http1Client::new(&Url::parse("https://x/").unwrap(), None).is_err());
     }

@@ -248,8 +248,14 @@ impl OpenAiCompatible {
     }
 
     async fn complete_with_retries(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let body = wire::encode(&self.config.model, request, self.config.tool_call_content)?;
-        let prepared = self.transport.prepare(body);
+        let prepared = self.transport.prepare(|out| {
+            wire::encode(
+                &self.config.model,
+                request,
+                self.config.tool_call_content,
+                out,
+            )
+        })?;
         let mut retry = 0;
         loop {
             let permit = match self.lock_breaker().try_acquire(now()) {
@@ -285,7 +291,7 @@ impl OpenAiCompatible {
     /// One HTTP attempt, bounded by the request timeout.
     async fn attempt(
         &self,
-        prepared: &[u8],
+        prepared: &Prepared,
         request: &LlmRequest,
     ) -> Result<LlmResponse, LlmError> {
         let exchange = async {
@@ -321,6 +327,18 @@ enum Transport {
     },
 }
 
+/// What a transport sends for one completion: `bytes[start..]`.
+struct Prepared {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Prepared {
+    fn wire(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
 /// The environment variables through which reqwest picks up a proxy for
 /// `http://` URLs; when one is set, plain endpoints use reqwest too.
 const HTTP_PROXY_VARS: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
@@ -351,22 +369,31 @@ impl Transport {
         Ok(Transport::Reqwest { client, endpoint })
     }
 
-    /// What [`Transport::send`] sends for the JSON `body`, built once per
-    /// completion for all its attempts: the whole HTTP request for the
-    /// built-in client, the body itself for reqwest.
-    fn prepare(&self, body: Vec<u8>) -> Vec<u8> {
-        match self {
-            Transport::Http1(client) => client.request(&body),
-            Transport::Reqwest { .. } => body,
-        }
+    /// What [`Transport::send`] sends for the JSON body `encode` writes,
+    /// built once per completion for all its attempts: the whole HTTP
+    /// request for the built-in client, the body for reqwest.
+    fn prepare(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), LlmError>,
+    ) -> Result<Prepared, LlmError> {
+        let (bytes, start) = match self {
+            Transport::Http1(client) => client.request(encode)?,
+            Transport::Reqwest { .. } => {
+                let mut body = Vec::new();
+                encode(&mut body)?;
+                (body, 0)
+            }
+        };
+        Ok(Prepared { bytes, start })
     }
 
     /// One exchange: the status and the whole body, or why there is none.
     async fn send(
         &self,
-        prepared: &[u8],
+        prepared: &Prepared,
         api_key: Option<&str>,
     ) -> Result<http1::Response, String> {
+        let prepared = prepared.wire();
         match self {
             Transport::Http1(client) => client.send(prepared).await,
             Transport::Reqwest { client, endpoint } => {

@@ -162,12 +162,13 @@ fn skill_name(name: String, request: &LlmRequest) -> String {
         .map_or(name, |t| t.name.clone())
 }
 
-/// The JSON body of a chat-completions request.
+/// Appends the JSON body of a chat-completions request to `out`.
 pub(crate) fn encode(
     model: &str,
     request: &LlmRequest,
     empty_content: ToolCallContent,
-) -> Result<Vec<u8>, LlmError> {
+    out: &mut Vec<u8>,
+) -> Result<(), LlmError> {
     let body = ChatRequest {
         model,
         messages: Messages {
@@ -177,10 +178,9 @@ pub(crate) fn encode(
         tools: Tools(&request.tools),
         max_tokens: request.max_tokens,
     };
-    let mut out = Vec::with_capacity(encoded_size_hint(request));
-    serde_json::to_writer(&mut out, &body)
-        .map_err(|e| LlmError::Planner(format!("cannot encode the request: {e}")))?;
-    Ok(out)
+    out.reserve(encoded_size_hint(request));
+    serde_json::to_writer(out, &body)
+        .map_err(|e| LlmError::Planner(format!("cannot encode the request: {e}")))
 }
 
 /// Roughly the encoded size of `request` (texts plus room for keys and
@@ -323,9 +323,14 @@ mod tests {
         }
     }
 
-    fn encoded(content: ToolCallContent) -> Value {
-        let body = encode("m", &conversation(), content).unwrap();
+    fn encoded_with(request: &LlmRequest, content: ToolCallContent) -> Value {
+        let mut body = Vec::new();
+        encode("m", request, content, &mut body).unwrap();
         serde_json::from_slice(&body).unwrap()
+    }
+
+    fn encoded(content: ToolCallContent) -> Value {
+        encoded_with(&conversation(), content)
     }
 
     #[test]
@@ -359,9 +364,7 @@ mod tests {
         tools[0].name = "fs.read".into();
         request.tools = tools.into();
         request.messages[2].tool_calls[0].name = "fs.read".into();
-        let body: Value =
-            serde_json::from_slice(&encode("m", &request, ToolCallContent::EmptyString).unwrap())
-                .unwrap();
+        let body = encoded_with(&request, ToolCallContent::EmptyString);
         assert_eq!(body["tools"][0]["function"]["name"], "fs__read");
         assert_eq!(
             body["messages"][2]["tool_calls"][0]["function"]["name"],

@@ -383,9 +383,10 @@ fn parse(buf: &[u8], eof: bool) -> Result<Option<Parsed>, String> {
         if status == 101 {
             return Err("the server switched protocols unasked".into());
         }
-        let closes = head.version != Some(1) || asks_to_close(head.headers);
+        let (framing, suspect) = framing(status, head.headers)?;
+        let closes = head.version != Some(1) || suspect || asks_to_close(head.headers);
         let rest = &buf[body_start..];
-        let (body, end) = match framing(status, head.headers)? {
+        let (body, end) = match framing {
             Framing::Length(len) if rest.len() >= len => {
                 (Body::At(body_start..body_start + len), body_start + len)
             }
@@ -421,10 +422,11 @@ fn asks_to_close(headers: &[httparse::Header<'_>]) -> bool {
 }
 
 /// How the body of a `status` answer with `headers` is delimited (RFC 9112,
-/// section 6.3).
-fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, String> {
+/// section 6.3), and whether the answer is suspect (both `Transfer-Encoding`
+/// and `Content-Length`: read as chunked, then the connection is closed).
+fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<(Framing, bool), String> {
     if status == 204 || status == 304 {
-        return Ok(Framing::Length(0));
+        return Ok((Framing::Length(0), false));
     }
     let mut length = None;
     let mut encoded = None;
@@ -449,7 +451,8 @@ fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, Str
             length = Some(value);
         }
     }
-    Ok(match (encoded, length) {
+    let suspect = encoded.is_some() && length.is_some();
+    let framing = match (encoded, length) {
         (Some(true), _) => Framing::Chunked,
         (Some(false), _) => Framing::Close,
         (None, Some(len)) if len > MAX_RESPONSE => {
@@ -457,7 +460,8 @@ fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, Str
         }
         (None, Some(len)) => Framing::Length(len),
         (None, None) => Framing::Close,
-    })
+    };
+    Ok((framing, suspect))
 }
 
 /// Decodes a chunked body at the start of `data`: the body and the bytes
@@ -534,6 +538,14 @@ mod tests {
         assert_eq!(parsed.into_response(Vec::new()).body, b"busy!".to_vec());
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n";
         assert!(parse(bad, false).is_err());
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                     2\r\nok\r\n0\r\n\r\n";
+        let parsed = complete(both);
+        assert!(
+            !parsed.keep_alive,
+            "chunked wins, then the connection closes"
+        );
+        assert_eq!(parsed.into_response(Vec::new()).body, b"ok".to_vec());
     }
 
     #[test]

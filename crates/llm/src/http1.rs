@@ -142,16 +142,19 @@ impl Http1Client {
         })
     }
 
-    /// The whole request for the JSON body `encode` writes (head, length,
-    /// body) as `bytes[start..]` of the returned `(bytes, start)`. The body
+    /// The whole request for the JSON body `encode` writes (about
+    /// `body_size_hint` bytes; head, length, body) as `bytes[start..]` of the
+    /// returned `(bytes, start)`. The body
     /// is written after room left for the head, which is then filled in
     /// front of it: no copy of the body.
     pub(crate) fn request<E>(
         &self,
+        body_size_hint: usize,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(Vec<u8>, usize), E> {
         let room = self.head.len() + LENGTH_LINE_MAX;
-        let mut bytes = vec![0; room];
+        let mut bytes = Vec::with_capacity(room + body_size_hint);
+        bytes.resize(room, 0);
         encode(&mut bytes)?;
         let mut line = [0; LENGTH_LINE_MAX];
         let free = {
@@ -607,7 +610,7 @@ mod tests {
         let client = Http1Client::new(&url, Some("sk-1")).unwrap();
         let request = |client: &Http1Client, body: &[u8]| {
             let (bytes, start) = client
-                .request(|out| {
+                .request(body.len(), |out| {
                     out.extend_from_slice(body);
                     Ok::<_, ()>(())
                 })

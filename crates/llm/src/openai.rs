@@ -248,14 +248,16 @@ impl OpenAiCompatible {
     }
 
     async fn complete_with_retries(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let prepared = self.transport.prepare(|out| {
-            wire::encode(
-                &self.config.model,
-                request,
-                self.config.tool_call_content,
-                out,
-            )
-        })?;
+        let prepared = self
+            .transport
+            .prepare(wire::encoded_size_hint(request), |out| {
+                wire::encode(
+                    &self.config.model,
+                    request,
+                    self.config.tool_call_content,
+                    out,
+                )
+            })?;
         let mut retry = 0;
         loop {
             let permit = match self.lock_breaker().try_acquire(now()) {
@@ -369,17 +371,19 @@ impl Transport {
         Ok(Transport::Reqwest { client, endpoint })
     }
 
-    /// What [`Transport::send`] sends for the JSON body `encode` writes,
-    /// built once per completion for all its attempts: the whole HTTP
-    /// request for the built-in client, the body for reqwest.
+    /// What [`Transport::send`] sends for the JSON body `encode` writes
+    /// (about `body_size_hint` bytes), built once per completion for all its
+    /// attempts: the whole HTTP request for the built-in client, the body
+    /// for reqwest.
     fn prepare(
         &self,
+        body_size_hint: usize,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), LlmError>,
     ) -> Result<Prepared, LlmError> {
         let (bytes, start) = match self {
-            Transport::Http1(client) => client.request(encode)?,
+            Transport::Http1(client) => client.request(body_size_hint, encode)?,
             Transport::Reqwest { .. } => {
-                let mut body = Vec::new();
+                let mut body = Vec::with_capacity(body_size_hint);
                 encode(&mut body)?;
                 (body, 0)
             }

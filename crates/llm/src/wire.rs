@@ -162,7 +162,8 @@ fn skill_name(name: String, request: &LlmRequest) -> String {
         .map_or(name, |t| t.name.clone())
 }
 
-/// Appends the JSON body of a chat-completions request to `out`.
+/// Appends the JSON body of a chat-completions request to `out` (give it
+/// [`encoded_size_hint`] bytes of spare capacity).
 pub(crate) fn encode(
     model: &str,
     request: &LlmRequest,
@@ -178,14 +179,13 @@ pub(crate) fn encode(
         tools: Tools(&request.tools),
         max_tokens: request.max_tokens,
     };
-    out.reserve(encoded_size_hint(request));
     serde_json::to_writer(out, &body)
         .map_err(|e| LlmError::Planner(format!("cannot encode the request: {e}")))
 }
 
 /// Roughly the encoded size of `request` (texts plus room for keys and
 /// escapes), so that the output seldom grows while it is written.
-fn encoded_size_hint(request: &LlmRequest) -> usize {
+pub(crate) fn encoded_size_hint(request: &LlmRequest) -> usize {
     let calls = |m: &Message| -> usize {
         m.tool_calls
             .iter()

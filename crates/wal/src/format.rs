@@ -252,6 +252,12 @@ pub fn frame_size(len: usize) -> usize {
     (FRAME_HEADER + len).div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
+/// Bytes the frame at the start of `bytes` occupies, from its length field
+/// alone: for a frame already found valid.
+pub fn frame_size_at(bytes: &[u8]) -> Option<usize> {
+    u32_at(bytes, 0).map(|len| frame_size(len as usize))
+}
+
 /// Writes a frame for `payload` into `out`, which must be exactly
 /// `frame_size(payload.len())` bytes long (padding is zeroed).
 pub fn encode_frame(out: &mut [u8], header: &FrameHeader, payload: &[u8]) {

@@ -76,7 +76,7 @@ pub use log::{
     Checkpoint, Durable, Pressure, PressureEvent, Record, RecoveryReport, Replay, SegmentInfo,
     TornTail, Wal,
 };
-pub use storage::{CachedPages, DirLock, FileStorage, RealFile, Storage, StorageFile};
+pub use storage::{DirLock, FileStorage, RealFile, Storage, StorageFile};
 
 /// A log sequence number: the position of a record in the log, from 1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

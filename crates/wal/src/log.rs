@@ -44,7 +44,7 @@ use crate::format::{
     self, CheckpointFile, FLAG_CHECKPOINT, FLAG_SEAL, FRAME_HEADER, Frame, FrameHeader,
     HEADER_BLOCK, HEADER_LEN, HeaderError, SegmentHeader, frame_size,
 };
-use crate::storage::{CachedPages, FileStorage, Storage, StorageFile};
+use crate::storage::{FileStorage, Storage, StorageFile};
 use crate::{Archiver, Compression, Error, Lsn, RecoveryMode, SyncMode, WalConfig};
 
 const CHECKPOINT_NAME: &str = "CHECKPOINT";
@@ -1350,8 +1350,9 @@ struct Found<S: Storage> {
     slot: u32,
     header: SegmentHeader,
     file: S::File,
-    /// The file's pages in memory before recovery read any of it.
-    cached: CachedPages,
+    /// Whether any of the file was in memory before recovery read it
+    /// (`None`: not known).
+    cached: Option<bool>,
 }
 
 /// A segment found on disk: in a slot, in an archive, or both (an archived
@@ -1402,9 +1403,9 @@ fn recover<S: Storage>(
         // Before the header read below pulls pages in (and reads ahead).
         // Not knowing only costs a re-sync of the unvouched tail.
         let cached = if read_only {
-            CachedPages::unknown()
+            None
         } else {
-            file.cached_pages().unwrap_or_default()
+            file.in_page_cache().unwrap_or(None)
         };
         let mut head = [0u8; HEADER_LEN];
         let n = usize::try_from(file.len())
@@ -1625,7 +1626,7 @@ fn recover<S: Storage>(
     let next_seq = segments.back().map_or(0, |s| s.seq + 1);
     let next_lsn = expected.0;
     if let (false, Some(last), Some((from, cached))) = (read_only, segments.back(), unvouched) {
-        resync_unsynced_tail(last, from, &cached)?;
+        resync_unsynced_tail(last, from, cached)?;
     }
     report.first_lsn = segments.front().map_or(Lsn(1), |s| s.first_lsn);
     report.last_lsn = Lsn(next_lsn - 1);
@@ -1734,19 +1735,19 @@ fn candidate_path<S: Storage>(dir: &Path, c: &Candidate<S>) -> PathBuf {
 /// synced (from offset `from` on) durable before recovery declares them
 /// so: they may be page-cache data of the previous process, or pages a
 /// failed `fdatasync` marked clean without writing them. They are written
-/// again (re-dirtying their pages) and synced. Pages that were not in
-/// memory before recovery read them (`cached`) came from the disk: when
-/// none of the range was, it is durable as it is (a cold boot).
+/// again (re-dirtying their pages) and synced. When none of the slot file
+/// was in memory before recovery read it (`cached` is `Some(false)`), what
+/// recovery read came from the disk and is durable as it is (a cold boot).
 fn resync_unsynced_tail<S: Storage>(
     segment: &Segment<S>,
     from: u64,
-    cached: &CachedPages,
+    cached: Option<bool>,
 ) -> Result<(), Error> {
     // The last segment is in an archive only when it is sealed: synced.
     let Some((slot, file)) = segment.place.slot() else {
         return Ok(());
     };
-    if from >= segment.end || !cached.any(from, segment.end) {
+    if from >= segment.end || cached == Some(false) {
         return Ok(());
     }
     let path = slot_name(slot);

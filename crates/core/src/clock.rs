@@ -11,7 +11,7 @@
 //!   read just before and just after it, keeping the tightest of a few
 //!   tries, so neither a preemption nor the cost of reading `Instant` skews
 //!   the rate (within 35 ppm of `Instant` over 500 ms on a 2-vCPU EPYC VM,
-//!   where the 2 ms sleep this replaced was 400 to 1,700 ppm off).
+//!   where single readings around a 2 ms sleep were 400 to 1,700 ppm off).
 //! - A manual clock moves only through [`ManualClock::advance`] or
 //!   [`ManualClock::set`]; all clones of it share one counter.
 
@@ -46,7 +46,7 @@ impl Clock {
     ///
     /// Uses the time-stamp counter when the CPU reports it invariant, else
     /// `Instant`. The first call in a process calibrates the counter, which
-    /// keeps its thread busy for half a millisecond.
+    /// takes half a millisecond (asleep).
     pub fn system() -> Clock {
         let source = match tsc_rate() {
             Some(mult) => Source::Tsc {
@@ -166,16 +166,20 @@ fn calibrate_tsc() -> Option<u64> {
     if max_ext < 0x8000_0007 || core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) == 0 {
         return None;
     }
-    // Once per process, on the thread that first builds a clock (never a
-    // worker of a running runtime): spinning rather than sleeping, as only
-    // the two paired readings matter and a sleep's wake-up is late anyway.
+    // Only the two paired readings matter, so the thread sleeps in between
+    // (leaving the core to the rest of a starting process) and a late
+    // wake-up costs nothing but time.
     let (tsc_start, start) = paired_reading();
     let (tsc_end, end) = loop {
         let (tsc, now) = paired_reading();
-        if now.duration_since(start) >= CALIBRATION {
+        let waited = now.duration_since(start);
+        if waited >= CALIBRATION {
             break (tsc, now);
         }
-        std::hint::spin_loop();
+        // Once per process, on the thread that first builds a clock (never
+        // a worker of a running runtime).
+        #[allow(clippy::disallowed_methods, reason = "not a task: see above")]
+        std::thread::sleep(CALIBRATION - waited);
     };
     let nanos = end.duration_since(start).as_nanos();
     let ticks = u128::from(tsc_end.wrapping_sub(tsc_start));

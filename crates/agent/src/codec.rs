@@ -154,22 +154,33 @@ impl<'a> Decoder<'a> {
     }
 
     pub(crate) fn tool_calls(&mut self) -> Result<Vec<ToolCall>, JournalError> {
-        (0..self.count()?)
-            .map(|_| {
-                Ok(ToolCall {
-                    id: self.string()?,
-                    name: self.string()?,
-                    arguments: self.string()?,
-                })
-            })
-            .collect()
+        // Three length bytes at least: reserving exactly (most messages
+        // have one call, which a growing Vec would give room for four).
+        let count = self.count_of(3)?;
+        let mut calls = Vec::with_capacity(count);
+        for _ in 0..count {
+            calls.push(ToolCall {
+                id: self.string()?,
+                name: self.string()?,
+                arguments: self.string()?,
+            });
+        }
+        Ok(calls)
     }
 
     /// A count of items that each take at least one byte (so a corrupt count
     /// cannot make the caller reserve more than the input holds).
     pub(crate) fn count(&mut self) -> Result<usize, JournalError> {
+        self.count_of(1)
+    }
+
+    /// A count of items that each take at least `min_bytes` bytes, checked
+    /// against the bytes left, so that reserving room for them is bounded
+    /// by the input.
+    pub(crate) fn count_of(&mut self, min_bytes: usize) -> Result<usize, JournalError> {
         let n = self.varint()?;
-        if n > (self.bytes.len() - self.pos) as u64 {
+        let left = ((self.bytes.len() - self.pos) / min_bytes.max(1)) as u64;
+        if n > left {
             return Err(self.malformed("an item count within the record"));
         }
         Ok(n as usize)

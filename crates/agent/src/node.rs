@@ -290,6 +290,16 @@ enum History {
     All,
 }
 
+/// The scheduler group of an agent's tasks.
+fn group_config(spec: &AgentSpec) -> GroupConfig {
+    let priority = match spec.priority {
+        Priority::Critical => tiffany_sched::Priority::Critical,
+        Priority::Normal => tiffany_sched::Priority::Normal,
+        Priority::Background => tiffany_sched::Priority::Background,
+    };
+    GroupConfig::new(spec.name.clone()).priority(priority)
+}
+
 /// Reads the journal into a table: from the newest snapshot (or the oldest
 /// record held), then every later event.
 fn recover_table(wal: &Wal, history: History) -> Result<(Table, Recovery), NodeError> {
@@ -364,8 +374,38 @@ impl Node {
         skills: Arc<Registry>,
         programs: Programs,
     ) -> Result<(Node, Recovery), NodeError> {
-        let wal = Wal::open(config.wal_dir(), config.wal.clone())?;
-        let (table, mut recovery) = recover_table(&wal, History::FromSnapshot)?;
+        let mut builder = Runtime::builder().thread_name("tiffany-agent");
+        if let Some(workers) = config.workers {
+            builder = builder.workers(workers);
+        }
+        // The scheduler (its threads, the I/O driver, the clock's
+        // calibration) starts on a thread of its own while this one reads
+        // the journal: neither needs the other, and a cold boot mostly
+        // waits for the disk.
+        let (runtime, recovered) = std::thread::scope(|scope| {
+            let starting = std::thread::Builder::new()
+                .name("tiffany-boot".to_owned())
+                .spawn_scoped(scope, {
+                    let builder = builder.clone();
+                    move || builder.build()
+                });
+            let recovered = Wal::open(config.wal_dir(), config.wal.clone())
+                .map_err(NodeError::from)
+                .and_then(|wal| {
+                    let (table, recovery) = recover_table(&wal, History::FromSnapshot)?;
+                    Ok((wal, table, recovery))
+                });
+            let runtime = match starting {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to spare: start it here.
+                Err(_) => builder.build(),
+            };
+            (runtime, recovered)
+        });
+        let (wal, table, mut recovery) = recovered?;
+        let runtime = runtime?;
         recovery.missing_programs = table
             .tasks
             .values()
@@ -373,11 +413,29 @@ impl Node {
             .filter_map(|t| t.program.as_deref())
             .filter(|name| !programs.contains(name))
             .count();
-        let mut builder = Runtime::builder().thread_name("tiffany-agent");
-        if let Some(workers) = config.workers {
-            builder = builder.workers(workers);
+        // Every agent with an unfinished task gets its group now, from the
+        // table before it is shared (no lock per task, no task running
+        // yet to contend with).
+        let mut groups = HashMap::new();
+        let mut unfinished = Vec::with_capacity(recovery.resumed);
+        let mut parked = std::collections::BTreeSet::new();
+        for t in table.tasks.values().filter(|t| !t.status.is_terminal()) {
+            unfinished.push((t.id, t.agent));
+            if let std::collections::hash_map::Entry::Vacant(entry) = groups.entry(t.agent) {
+                if let Some(spec) = table.agents.get(&t.agent) {
+                    entry.insert(runtime.group(group_config(spec)));
+                }
+            }
+            if t.status == TaskStatus::Parked {
+                parked.insert(t.agent);
+            }
         }
-        let runtime = builder.build()?;
+        // Agents parked before the restart stay parked.
+        for group in parked.iter().filter_map(|agent| groups.get(agent)) {
+            for class in tiffany_sched::Priority::ALL {
+                group.park(class);
+            }
+        }
         let pal = Pal::new(config.pal_capacity);
         let admission = config
             .max_active_tasks
@@ -396,8 +454,8 @@ impl Node {
             cycles: CycleStats::default(),
             admission,
             tools: Mutex::new(HashMap::new()),
-            groups: Mutex::new(HashMap::new()),
-            handles: Mutex::new(HashMap::new()),
+            groups: Mutex::new(groups),
+            handles: Mutex::new(HashMap::with_capacity(unfinished.len())),
             bytes_since_snapshot: AtomicU64::new(0),
             records_since_snapshot: AtomicU64::new(0),
             snapshot_due: AtomicBool::new(false),
@@ -408,30 +466,6 @@ impl Node {
             inner,
             runtime: Some(runtime),
         };
-        let unfinished: Vec<(u64, u64)> = node
-            .inner
-            .table()
-            .tasks
-            .values()
-            .filter(|t| !t.status.is_terminal())
-            .map(|t| (t.id, t.agent))
-            .collect();
-        // Agents parked before the restart stay parked.
-        let parked: std::collections::BTreeSet<u64> = node
-            .inner
-            .table()
-            .tasks
-            .values()
-            .filter(|t| t.status == TaskStatus::Parked)
-            .map(|t| t.agent)
-            .collect();
-        for agent in parked {
-            if let Some(group) = node.inner.group(agent) {
-                for class in tiffany_sched::Priority::ALL {
-                    group.park(class);
-                }
-            }
-        }
         for (task, agent) in unfinished {
             node.inner.start(task, agent, true);
         }
@@ -789,15 +823,9 @@ impl NodeInner {
         if let Some(g) = groups.get(&agent) {
             return Some(g.clone());
         }
-        let spec = self.table().agents.get(&agent).cloned()?;
-        let priority = match spec.priority {
-            Priority::Critical => tiffany_sched::Priority::Critical,
-            Priority::Normal => tiffany_sched::Priority::Normal,
-            Priority::Background => tiffany_sched::Priority::Background,
-        };
         let group = self
             .sched
-            .group(GroupConfig::new(spec.name).priority(priority));
+            .group(group_config(self.table().agents.get(&agent)?));
         groups.insert(agent, group.clone());
         Some(group)
     }

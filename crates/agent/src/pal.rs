@@ -9,8 +9,13 @@
 //!   oldest events and is told how many ([`Received::Lagged`]).
 //! - PAL is not durable: the journal is. After a restart the stream starts
 //!   afresh.
+//! - The ring is made by the first subscriber: until then there is nobody
+//!   to publish to, and a node nobody watches never pays for it (4,096
+//!   slots by default, about half a megabyte written when made, which was
+//!   a tenth of a small node's boot).
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -111,33 +116,37 @@ impl Filter {
 /// The bus.
 #[derive(Debug)]
 pub struct Pal {
-    tx: broadcast::Sender<Activity>,
+    capacity: usize,
+    /// The ring, once someone subscribed.
+    tx: OnceLock<broadcast::Sender<Activity>>,
 }
 
 impl Pal {
     /// A bus keeping the last `capacity` events for slow subscribers.
     pub fn new(capacity: usize) -> Pal {
         Pal {
-            tx: broadcast::channel(capacity.max(1)).0,
+            capacity: capacity.max(1),
+            tx: OnceLock::new(),
         }
     }
 
     /// Publishes an event (a no-op when nobody listens).
     pub fn publish(&self, activity: Activity) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(activity);
+        if let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) {
+            let _ = tx.send(activity);
         }
     }
 
     /// Whether anyone listens (lets publishers skip building events).
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.get().is_some_and(|tx| tx.receiver_count() > 0)
     }
 
     /// A new subscriber that sees events published from now on.
     pub fn subscribe(&self, filter: Filter) -> Subscription {
+        let tx = self.tx.get_or_init(|| broadcast::channel(self.capacity).0);
         Subscription {
-            rx: self.tx.subscribe(),
+            rx: tx.subscribe(),
             filter,
         }
     }

@@ -13,6 +13,18 @@
 //! - A snapshot keeps the full state of unfinished tasks and a summary of
 //!   finished ones (their conversation is dropped: it can never be needed
 //!   to run them again).
+//!
+//! # Snapshot encoding (version 2)
+//! A snapshot is the version byte, a varint count of chunks, then each
+//! chunk as a varint of its encoded length, a varint of its compressed
+//! length and that many bytes of one LZ4 block. The first chunk holds the
+//! agents (a count, then each as its `agent_created` event); every later
+//! chunk holds a count of tasks and then the tasks, in id order, about
+//! 256 KiB of them per chunk. Chunks decode independently, so a
+//! boot decodes them on every core, each thread reusing one buffer for the
+//! decompressed bytes. Decoding is total: a damaged or foreign snapshot is
+//! a [`JournalError`], never a panic, and no count or length is trusted
+//! before it is checked against the bytes that must hold it.
 
 use std::collections::BTreeMap;
 
@@ -412,119 +424,258 @@ impl Table {
         self.recount();
     }
 
-    /// Encodes the table as a compressed snapshot.
+    /// Encodes the table as a compressed snapshot (see the module docs).
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut e = Encoder::default();
-        e.varint(self.agents.len() as u64);
+        let mut agents = Encoder::default();
+        agents.varint(self.agents.len() as u64);
         for spec in self.agents.values() {
-            Event::AgentCreated(spec.clone()).encode_into(&mut e);
+            Event::AgentCreated(spec.clone()).encode_into(&mut agents);
         }
-        e.varint(self.tasks.len() as u64);
+        let mut chunks = vec![agents.buf];
+        let mut tasks = Encoder::default();
+        let mut count = 0u64;
         for t in self.tasks.values() {
-            e.varint(t.id);
-            e.varint(t.agent);
-            e.opt_varint(t.parent);
-            e.str(&t.instruction);
-            e.varint(t.started_ms);
-            e.u8(t.status.code());
-            e.varint(u64::from(t.steps));
-            e.varint(t.usage.prompt_tokens);
-            e.varint(t.usage.completion_tokens);
-            e.str(t.outcome.as_deref().unwrap_or(""));
-            e.varint(u64::from(t.interrupted));
-            let keep = !t.status.is_terminal();
-            let conversation: &[Message] = if keep { &t.conversation } else { &[] };
-            e.varint(conversation.len() as u64);
-            for m in conversation {
-                encode_message(&mut e, m);
-            }
-            e.varint(t.in_flight.len() as u64);
-            for c in &t.in_flight {
-                e.varint(u64::from(*c));
-            }
-            e.str(t.program.as_deref().unwrap_or(""));
-            let effects: &[EffectRecord] = if keep { &t.effects } else { &[] };
-            e.varint(effects.len() as u64);
-            for record in effects {
-                e.u64_fixed(record.call);
-                record.effect.encode_into(&mut e);
+            encode_task(&mut tasks, t);
+            count += 1;
+            if tasks.buf.len() >= CHUNK_BYTES {
+                chunks.push(counted(count, &tasks.buf));
+                tasks.buf.clear();
+                count = 0;
             }
         }
-        lz4_flex::compress_prepend_size(&e.buf)
+        if count > 0 {
+            chunks.push(counted(count, &tasks.buf));
+        }
+        let mut e = Encoder::default();
+        e.u8(SNAPSHOT_VERSION);
+        e.varint(chunks.len() as u64);
+        for raw in &chunks {
+            e.varint(raw.len() as u64);
+            e.bytes(&lz4_flex::block::compress(raw));
+        }
+        e.buf
     }
 
     /// Decodes a snapshot written by [`Table::snapshot`].
-    pub fn from_snapshot(compressed: &[u8]) -> Result<Table, JournalError> {
-        let raw = lz4_flex::decompress_size_prepended(compressed).map_err(|_| {
-            JournalError::Malformed {
+    pub fn from_snapshot(snapshot: &[u8]) -> Result<Table, JournalError> {
+        let mut d = Decoder::new(snapshot);
+        let version = d.u8()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(JournalError::Malformed {
                 offset: 0,
-                what: "an lz4 snapshot",
-            }
-        })?;
-        let mut d = Decoder::new(&raw);
-        let mut table = Table::default();
-        for _ in 0..d.count()? {
-            match Event::decode_from(&mut d)? {
-                Event::AgentCreated(spec) => {
-                    table.agents.insert(spec.id, spec);
-                }
-                _ => {
-                    return Err(d.malformed("an agent in the snapshot"));
-                }
-            }
+                what: "a snapshot of a supported version",
+            });
         }
-        for _ in 0..d.count()? {
-            let id = d.varint()?;
-            let agent = d.varint()?;
-            let parent = d.opt_varint()?;
-            let instruction = d.string()?;
-            let started_ms = d.varint()?;
-            let status =
-                TaskStatus::from_code(d.u8()?).ok_or_else(|| d.malformed("a task status code"))?;
-            let steps = d.u32()?;
-            let usage = Usage {
-                prompt_tokens: d.varint()?,
-                completion_tokens: d.varint()?,
-            };
-            let outcome = Some(d.string()?).filter(|_| status.is_terminal());
-            let interrupted = d.u32()?;
-            let conversation = (0..d.count()?)
-                .map(|_| decode_message(&mut d))
-                .collect::<Result<_, _>>()?;
-            let in_flight = (0..d.count()?).map(|_| d.u32()).collect::<Result<_, _>>()?;
-            let program = Some(d.string()?).filter(|name| !name.is_empty());
-            let effects = (0..d.count()?)
-                .map(|_| {
-                    Ok(EffectRecord {
-                        call: d.u64_fixed()?,
-                        effect: Effect::decode_from(&mut d)?,
-                    })
-                })
-                .collect::<Result<_, JournalError>>()?;
-            table.tasks.insert(
-                id,
-                TaskState {
-                    id,
-                    agent,
-                    parent,
-                    instruction,
-                    started_ms,
-                    status,
-                    steps,
-                    usage,
-                    conversation,
-                    in_flight,
-                    outcome,
-                    interrupted,
-                    program,
-                    effects,
-                },
-            );
+        let mut chunks = Vec::with_capacity(d.count()?);
+        for _ in 0..chunks.capacity() {
+            let raw_len = d.varint()?;
+            let compressed = d.bytes()?;
+            // An LZ4 block expands at most 255 times (plus its last literals).
+            if raw_len > compressed.len() as u64 * 255 + 16 {
+                return Err(d.malformed("a chunk length within LZ4's expansion"));
+            }
+            chunks.push(Chunk {
+                raw_len: raw_len as usize,
+                compressed,
+            });
         }
+        let Some((agents, task_chunks)) = chunks.split_first() else {
+            return Err(d.malformed("the agents' chunk"));
+        };
         d.finish()?;
+        let mut buf = Vec::new();
+        let mut table = Table {
+            agents: decode_agents(agents.decompress(&mut buf)?)?,
+            ..Table::default()
+        };
+        table.tasks = decode_task_chunks(task_chunks, buf)?
+            .into_iter()
+            .flatten()
+            .map(|t| (t.id, t))
+            .collect();
         table.recount();
         Ok(table)
     }
+}
+
+/// The version byte a snapshot starts with. Version 1 was one LZ4 block
+/// of everything behind its length; it is not read any more.
+const SNAPSHOT_VERSION: u8 = 2;
+
+/// Encoded task bytes per snapshot chunk: a chunk ends with the first task
+/// that takes it past this.
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// A chunk's task count followed by its tasks.
+fn counted(count: u64, tasks: &[u8]) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.varint(count);
+    e.buf.extend_from_slice(tasks);
+    e.buf
+}
+
+/// One chunk of a snapshot, still compressed.
+struct Chunk<'a> {
+    raw_len: usize,
+    compressed: &'a [u8],
+}
+
+impl Chunk<'_> {
+    /// The chunk's bytes, decompressed into `buf` (reused across chunks).
+    fn decompress<'b>(&self, buf: &'b mut Vec<u8>) -> Result<&'b [u8], JournalError> {
+        buf.resize(self.raw_len, 0);
+        match lz4_flex::block::decompress_into(self.compressed, buf) {
+            Ok(n) if n == self.raw_len => Ok(buf.as_slice()),
+            _ => Err(JournalError::Malformed {
+                offset: 0,
+                what: "an LZ4 snapshot chunk of its stated length",
+            }),
+        }
+    }
+}
+
+fn decode_agents(raw: &[u8]) -> Result<BTreeMap<u64, AgentSpec>, JournalError> {
+    let mut d = Decoder::new(raw);
+    let mut agents = BTreeMap::new();
+    for _ in 0..d.count()? {
+        match Event::decode_from(&mut d)? {
+            Event::AgentCreated(spec) => {
+                agents.insert(spec.id, spec);
+            }
+            _ => return Err(d.malformed("an agent in the snapshot")),
+        }
+    }
+    d.finish()?;
+    Ok(agents)
+}
+
+/// Decodes the task chunks, in order: on as many threads as there are
+/// cores (and chunks), each taking a run of consecutive chunks. `buf` is
+/// this thread's buffer for decompressed bytes.
+fn decode_task_chunks(
+    chunks: &[Chunk<'_>],
+    mut buf: Vec<u8>,
+) -> Result<Vec<Vec<TaskState>>, JournalError> {
+    let decode_run = |run: &[Chunk<'_>], buf: &mut Vec<u8>| {
+        run.iter()
+            .map(|chunk| decode_tasks(chunk.decompress(buf)?))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let threads = match chunks.len() {
+        0 | 1 => 1,
+        n => std::thread::available_parallelism().map_or(1, |p| p.get().min(n)),
+    };
+    if threads == 1 {
+        return decode_run(chunks, &mut buf);
+    }
+    let per_thread = chunks.len().div_ceil(threads);
+    let mut runs = chunks.chunks(per_thread);
+    let mine = runs.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = runs
+            .map(|run| scope.spawn(move || decode_run(run, &mut Vec::new())))
+            .collect();
+        let mut decoded = decode_run(mine, &mut buf)?;
+        for other in others {
+            let tasks = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            decoded.extend(tasks);
+        }
+        Ok(decoded)
+    })
+}
+
+fn decode_tasks(raw: &[u8]) -> Result<Vec<TaskState>, JournalError> {
+    let mut d = Decoder::new(raw);
+    let count = d.count_of(MIN_TASK_BYTES)?;
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        tasks.push(decode_task(&mut d)?);
+    }
+    d.finish()?;
+    Ok(tasks)
+}
+
+/// The fewest bytes an encoded task takes (every field at its shortest).
+const MIN_TASK_BYTES: usize = 14;
+
+fn encode_task(e: &mut Encoder, t: &TaskState) {
+    e.varint(t.id);
+    e.varint(t.agent);
+    e.opt_varint(t.parent);
+    e.str(&t.instruction);
+    e.varint(t.started_ms);
+    e.u8(t.status.code());
+    e.varint(u64::from(t.steps));
+    e.varint(t.usage.prompt_tokens);
+    e.varint(t.usage.completion_tokens);
+    e.str(t.outcome.as_deref().unwrap_or(""));
+    e.varint(u64::from(t.interrupted));
+    let keep = !t.status.is_terminal();
+    let conversation: &[Message] = if keep { &t.conversation } else { &[] };
+    e.varint(conversation.len() as u64);
+    for m in conversation {
+        encode_message(e, m);
+    }
+    e.varint(t.in_flight.len() as u64);
+    for c in &t.in_flight {
+        e.varint(u64::from(*c));
+    }
+    e.str(t.program.as_deref().unwrap_or(""));
+    let effects: &[EffectRecord] = if keep { &t.effects } else { &[] };
+    e.varint(effects.len() as u64);
+    for record in effects {
+        e.u64_fixed(record.call);
+        record.effect.encode_into(e);
+    }
+}
+
+fn decode_task(d: &mut Decoder<'_>) -> Result<TaskState, JournalError> {
+    let id = d.varint()?;
+    let agent = d.varint()?;
+    let parent = d.opt_varint()?;
+    let instruction = d.string()?;
+    let started_ms = d.varint()?;
+    let status = TaskStatus::from_code(d.u8()?).ok_or_else(|| d.malformed("a task status code"))?;
+    let steps = d.u32()?;
+    let usage = Usage {
+        prompt_tokens: d.varint()?,
+        completion_tokens: d.varint()?,
+    };
+    let outcome = Some(d.string()?).filter(|_| status.is_terminal());
+    let interrupted = d.u32()?;
+    let messages = d.count_of(MIN_MESSAGE_BYTES)?;
+    let mut conversation = Vec::with_capacity(messages);
+    for _ in 0..messages {
+        conversation.push(decode_message(d)?);
+    }
+    let in_flight = (0..d.count()?).map(|_| d.u32()).collect::<Result<_, _>>()?;
+    let program = Some(d.string()?).filter(|name| !name.is_empty());
+    let effects = (0..d.count()?)
+        .map(|_| {
+            Ok(EffectRecord {
+                call: d.u64_fixed()?,
+                effect: Effect::decode_from(d)?,
+            })
+        })
+        .collect::<Result<_, JournalError>>()?;
+    Ok(TaskState {
+        id,
+        agent,
+        parent,
+        instruction,
+        started_ms,
+        status,
+        steps,
+        usage,
+        conversation,
+        in_flight,
+        outcome,
+        interrupted,
+        program,
+        effects,
+    })
 }
 
 fn apply_to_task(task: &mut TaskState, event: &Event) {
@@ -662,6 +813,9 @@ fn encode_message(e: &mut Encoder, m: &Message) {
     e.tool_calls(&m.tool_calls);
     e.str(m.tool_call_id.as_deref().unwrap_or(""));
 }
+
+/// The fewest bytes an encoded message takes.
+const MIN_MESSAGE_BYTES: usize = 4;
 
 fn decode_message(d: &mut Decoder<'_>) -> Result<Message, JournalError> {
     let role = match d.u8()? {
@@ -812,5 +966,91 @@ mod tests {
         assert!(back.tasks[&2].conversation.is_empty());
         assert_eq!(back.tasks[&2].outcome.as_deref(), Some("e"));
         assert!(Table::from_snapshot(&[1, 2, 3]).is_err());
+    }
+
+    /// Agents and tasks enough for several chunks of tasks, each task with
+    /// a step of two calls and one result.
+    fn big_table(tasks: u64) -> Table {
+        let mut t = Table::default();
+        for agent in 1..=3 {
+            t.apply(&Event::AgentCreated(AgentSpec {
+                id: agent,
+                name: format!("a{agent}"),
+                namespace: "ns".into(),
+                grants: vec!["*".into()],
+                priority: crate::journal::Priority::Normal,
+                workspace: "/w".into(),
+            }))
+            .unwrap();
+        }
+        for task in 1..=tasks {
+            t.apply(&Event::TaskStarted {
+                task,
+                agent: task % 3 + 1,
+                system: "s".repeat(100),
+                instruction: format!("task {task}"),
+                started_ms: task,
+                parent: None,
+            })
+            .unwrap();
+            t.apply(&Event::LlmResponded {
+                task,
+                step: 0,
+                content: String::new(),
+                tool_calls: vec![call("a"), call("b")],
+                usage: Usage::default(),
+            })
+            .unwrap();
+            t.apply(&Event::SkillFinished {
+                task,
+                step: 0,
+                call: 1,
+                ok: true,
+                content: format!("result {task}"),
+            })
+            .unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn snapshots_of_many_chunks_round_trip() {
+        let t = big_table(4_000);
+        let snapshot = t.snapshot();
+        let mut d = Decoder::new(&snapshot);
+        assert_eq!(d.u8().unwrap(), SNAPSHOT_VERSION);
+        assert!(
+            d.varint().unwrap() > 3,
+            "an agents' chunk and several of tasks"
+        );
+        let back = Table::from_snapshot(&snapshot).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.unfinished(), 4_000);
+        assert_eq!(back.tasks[&7].conversation.len(), 4);
+        assert_eq!(back.tasks[&7].conversation[2].tool_calls.capacity(), 2);
+    }
+
+    #[test]
+    fn damaged_snapshots_are_errors_never_panics() {
+        let snapshot = big_table(3).snapshot();
+        for cut in 0..snapshot.len() {
+            assert!(
+                Table::from_snapshot(&snapshot[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = snapshot.clone();
+        longer.push(0);
+        assert!(Table::from_snapshot(&longer).is_err());
+        for i in 0..snapshot.len() {
+            for bit in 0..8 {
+                let mut b = snapshot.clone();
+                b[i] ^= 1 << bit;
+                let _ = Table::from_snapshot(&b);
+            }
+        }
+        let mut old_version = snapshot;
+        old_version[0] = 1;
+        assert!(Table::from_snapshot(&old_version).is_err());
     }
 }

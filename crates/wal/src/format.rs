@@ -252,6 +252,12 @@ pub fn frame_size(len: usize) -> usize {
     (FRAME_HEADER + len).div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
+/// Bytes the frame at the start of `bytes` occupies, from its length field
+/// alone: for a frame already found valid.
+pub fn frame_size_at(bytes: &[u8]) -> Option<usize> {
+    u32_at(bytes, 0).map(|len| frame_size(len as usize))
+}
+
 /// Writes a frame for `payload` into `out`, which must be exactly
 /// `frame_size(payload.len())` bytes long (padding is zeroed).
 pub fn encode_frame(out: &mut [u8], header: &FrameHeader, payload: &[u8]) {
@@ -268,14 +274,17 @@ pub fn encode_frame(out: &mut [u8], header: &FrameHeader, payload: &[u8]) {
     if let Some(pad) = out.get_mut(FRAME_HEADER + payload.len()..) {
         pad.fill(0);
     }
-    let crc = frame_crc(len, out.get(8..FRAME_HEADER).unwrap_or_default(), payload);
+    let crc = frame_crc(
+        len,
+        out.get(8..FRAME_HEADER + payload.len()).unwrap_or_default(),
+    );
     put(out, 4, &crc.to_le_bytes());
 }
 
-/// The frame checksum: the length, the fields after the checksum, the payload.
-fn frame_crc(len: u32, fields: &[u8], payload: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&len.to_le_bytes());
-    crc32c::crc32c_append(crc32c::crc32c_append(crc, fields), payload)
+/// The frame checksum: the length, then the fields after the checksum and
+/// the payload (`rest`, contiguous in a frame).
+fn frame_crc(len: u32, rest: &[u8]) -> u32 {
+    crate::crc::append(crate::crc::append(0, &len.to_le_bytes()), rest)
 }
 
 /// What the bytes at a frame position hold.
@@ -316,7 +325,10 @@ pub fn decode_frame(bytes: &[u8]) -> Frame<'_> {
     let Some(payload) = bytes.get(FRAME_HEADER..FRAME_HEADER + len as usize) else {
         return Frame::Invalid;
     };
-    if bytes.len() < size || frame_crc(len, head.get(8..).unwrap_or_default(), payload) != crc {
+    let rest = bytes
+        .get(8..FRAME_HEADER + len as usize)
+        .unwrap_or_default();
+    if bytes.len() < size || frame_crc(len, rest) != crc {
         return Frame::Invalid;
     }
     if u16_at(head, 30) != Some(0) {

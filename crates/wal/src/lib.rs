@@ -64,6 +64,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
 mod archive;
+mod crc;
 mod error;
 pub mod format;
 mod log;

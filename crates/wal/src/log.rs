@@ -1350,6 +1350,9 @@ struct Found<S: Storage> {
     slot: u32,
     header: SegmentHeader,
     file: S::File,
+    /// Whether any of the file was in memory before recovery read it
+    /// (`None`: not known).
+    cached: Option<bool>,
 }
 
 /// A segment found on disk: in a slot, in an archive, or both (an archived
@@ -1397,6 +1400,13 @@ fn recover<S: Storage>(
         let file = storage
             .open(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
+        // Before the header read below pulls pages in (and reads ahead).
+        // Not knowing only costs a re-sync of the unvouched tail.
+        let cached = if read_only {
+            None
+        } else {
+            file.in_page_cache().unwrap_or(None)
+        };
         let mut head = [0u8; HEADER_LEN];
         let n = usize::try_from(file.len())
             .unwrap_or(usize::MAX)
@@ -1406,9 +1416,12 @@ fn recover<S: Storage>(
                 .map_err(|e| Error::io("read segment header", &path, e))?;
         }
         match SegmentHeader::decode(&head) {
-            Ok(header) if header.segment_size == file.len() => {
-                found.push(Found { slot, header, file })
-            }
+            Ok(header) if header.segment_size == file.len() => found.push(Found {
+                slot,
+                header,
+                file,
+                cached,
+            }),
             Ok(header) => {
                 return Err(Error::Corrupt {
                     file: path,
@@ -1514,6 +1527,9 @@ fn recover<S: Storage>(
     let mut expected: Option<Lsn> = None;
     let count = live.len();
     let mut sealed = false;
+    // Where the last segment's unvouched records start, and which of its
+    // pages were in memory before recovery.
+    let mut unvouched = None;
     let after = checkpoint.as_ref().map_or(Lsn(0), |c| c.lsn);
     for (i, c) in live.into_iter().enumerate() {
         let last_good = expected.map_or(Lsn(0), |e| Lsn(e.0 - 1));
@@ -1565,6 +1581,7 @@ fn recover<S: Storage>(
                 let scanned =
                     scan_checked(&target, expected, config, after, read_only, &mut report)?;
                 drop(view);
+                unvouched = scanned.unvouched.map(|from| (from, f.cached));
                 let segment = Segment {
                     seq: c.seq,
                     first_lsn: f.header.first_lsn,
@@ -1608,10 +1625,8 @@ fn recover<S: Storage>(
     }
     let next_seq = segments.back().map_or(0, |s| s.seq + 1);
     let next_lsn = expected.0;
-    if !read_only {
-        if let Some(last) = segments.back() {
-            resync_unsynced_tail(last)?;
-        }
+    if let (false, Some(last), Some((from, cached))) = (read_only, segments.back(), unvouched) {
+        resync_unsynced_tail(last, from, cached)?;
     }
     report.first_lsn = segments.front().map_or(Lsn(1), |s| s.first_lsn);
     report.last_lsn = Lsn(next_lsn - 1);
@@ -1717,41 +1732,33 @@ fn candidate_path<S: Storage>(dir: &Path, c: &Candidate<S>) -> PathBuf {
 }
 
 /// Makes the records of the last segment that no frame vouches for as
-/// synced durable before recovery declares them so: they may be page-cache
-/// data of the previous process, or pages a failed `fdatasync` marked
-/// clean without writing them. Each frame's `synced` field only rises, so
-/// the last frame's is the segment's highest; the frames after it are
-/// written again (re-dirtying their pages) and synced.
-fn resync_unsynced_tail<S: Storage>(segment: &Segment<S>) -> Result<(), Error> {
+/// synced (from offset `from` on) durable before recovery declares them
+/// so: they may be page-cache data of the previous process, or pages a
+/// failed `fdatasync` marked clean without writing them. They are written
+/// again (re-dirtying their pages) and synced. When none of the slot file
+/// was in memory before recovery read it (`cached` is `Some(false)`), what
+/// recovery read came from the disk and is durable as it is (a cold boot).
+fn resync_unsynced_tail<S: Storage>(
+    segment: &Segment<S>,
+    from: u64,
+    cached: Option<bool>,
+) -> Result<(), Error> {
     // The last segment is in an archive only when it is sealed: synced.
     let Some((slot, file)) = segment.place.slot() else {
         return Ok(());
     };
+    if from >= segment.end || cached == Some(false) {
+        return Ok(());
+    }
     let path = slot_name(slot);
     let view = file
         .view()
         .map_err(|e| Error::io("map segment", &path, e))?;
-    let bytes: &[u8] = (*view).as_ref();
-    let end = usize::try_from(segment.end).unwrap_or(usize::MAX);
-    let mut pos = HEADER_BLOCK as usize;
-    let mut frames = Vec::new();
-    let mut vouched = Lsn(0);
-    while pos < end {
-        let Frame::Valid { header, size, .. } =
-            format::decode_frame(bytes.get(pos..end).unwrap_or_default())
-        else {
-            break;
-        };
-        frames.push((header.lsn, pos));
-        vouched = header.synced;
-        pos += size;
-    }
-    let Some(&(_, from)) = frames.iter().find(|(lsn, _)| *lsn > vouched) else {
-        return Ok(());
-    };
-    let tail = bytes.get(from..end).unwrap_or_default().to_vec();
+    let range = usize::try_from(from).unwrap_or(usize::MAX)
+        ..usize::try_from(segment.end).unwrap_or(usize::MAX);
+    let tail = (*view).as_ref().get(range).unwrap_or_default().to_vec();
     drop(view);
-    file.write_at(from as u64, &tail)
+    file.write_at(from, &tail)
         .map_err(|e| Error::io("rewrite unsynced records", &path, e))?;
     file.sync_data()
         .map_err(|e| Error::io("sync segment", &path, e))
@@ -1760,6 +1767,9 @@ fn resync_unsynced_tail<S: Storage>(segment: &Segment<S>) -> Result<(), Error> {
 struct Scanned {
     end: u64,
     last_lsn: Lsn,
+    /// For the last segment of the log: the offset of its first record
+    /// that no record of it vouches for as synced (`None`: all are).
+    unvouched: Option<u64>,
     /// Bytes of records with LSNs after the checkpoint.
     tail_bytes: u64,
     /// The segment ends with its seal.
@@ -1814,6 +1824,7 @@ fn scan_segment<S: Storage>(
     let mut pos = HEADER_BLOCK as usize;
     let mut last_lsn = Lsn(target.first_lsn.0 - 1);
     let mut tail_bytes = 0;
+    let mut unvouched = Unvouched::default();
     let corrupt = |pos: usize, last_good: Lsn, reason| Error::Corrupt {
         file: target.path.clone(),
         offset: pos as u64,
@@ -1883,6 +1894,7 @@ fn scan_segment<S: Storage>(
                 return Ok(Scanned {
                     end: pos as u64,
                     last_lsn,
+                    unvouched: unvouched.offset(),
                     tail_bytes,
                     sealed: false,
                 });
@@ -1893,6 +1905,9 @@ fn scan_segment<S: Storage>(
                 report_checkpoint_record(report, found);
             }
         }
+        if target.tail.is_some() {
+            unvouched.track(bytes, pos, &header);
+        }
         last_lsn = header.lsn;
         pos += size;
         if header.lsn > after {
@@ -1902,10 +1917,41 @@ fn scan_segment<S: Storage>(
             return Ok(Scanned {
                 end: pos as u64,
                 last_lsn,
+                unvouched: unvouched.offset(),
                 tail_bytes,
                 sealed: true,
             });
         }
+    }
+}
+
+/// The oldest record of a segment that no later record vouches for as
+/// synced, tracked while the segment is scanned. A frame's `synced` field
+/// only rises, so each frame moves the mark past the records it vouches
+/// for, reading only their length fields (their checksums were checked
+/// when they were scanned): every frame is passed once.
+#[derive(Default)]
+struct Unvouched {
+    /// Its offset and LSN; `None` when every record so far is vouched for.
+    first: Option<(usize, Lsn)>,
+}
+
+impl Unvouched {
+    /// Takes in the valid frame at `pos` of `bytes`, with `header`.
+    fn track(&mut self, bytes: &[u8], pos: usize, header: &FrameHeader) {
+        let (mut at, mut lsn) = self.first.unwrap_or((pos, header.lsn));
+        while lsn <= header.synced && lsn <= header.lsn {
+            let Some(size) = bytes.get(at..).and_then(format::frame_size_at) else {
+                break;
+            };
+            at += size;
+            lsn = Lsn(lsn.0 + 1);
+        }
+        self.first = (lsn <= header.lsn).then_some((at, lsn));
+    }
+
+    fn offset(&self) -> Option<u64> {
+        self.first.map(|(at, _)| at as u64)
     }
 }
 
@@ -2209,5 +2255,55 @@ impl<S: Storage> Iterator for Replay<S> {
             }));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames of LSNs 1..=5 whose `synced` fields are `synced`, back to
+    /// back; their offsets.
+    fn frames(synced: [u64; 5]) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, synced) in synced.into_iter().enumerate() {
+            let payload = vec![7u8; 3 + i * 5];
+            let header = FrameHeader {
+                len: payload.len() as u32,
+                lsn: Lsn(i as u64 + 1),
+                stream: 1,
+                seq32: 0,
+                flags: 0,
+                synced: Lsn(synced),
+            };
+            let at = bytes.len();
+            bytes.resize(at + frame_size(payload.len()), 0);
+            format::encode_frame(&mut bytes[at..], &header, &payload);
+            offsets.push(at);
+        }
+        (bytes, offsets)
+    }
+
+    fn first_unvouched(synced: [u64; 5]) -> Option<u64> {
+        let (bytes, offsets) = frames(synced);
+        let mut unvouched = Unvouched::default();
+        for at in offsets {
+            let Frame::Valid { header, .. } = format::decode_frame(&bytes[at..]) else {
+                panic!("frame at {at}");
+            };
+            unvouched.track(&bytes, at, &header);
+        }
+        unvouched.offset()
+    }
+
+    #[test]
+    fn unvouched_starts_after_the_last_frames_synced_lsn() {
+        let (_, offsets) = frames([0; 5]);
+        let at = |i: usize| Some(offsets[i] as u64);
+        assert_eq!(first_unvouched([0, 0, 0, 0, 0]), at(0));
+        assert_eq!(first_unvouched([0, 1, 1, 2, 3]), at(3));
+        assert_eq!(first_unvouched([0, 0, 2, 2, 4]), at(4));
+        assert_eq!(first_unvouched([0, 1, 2, 3, 5]), None, "all vouched for");
     }
 }

@@ -75,6 +75,12 @@ pub(crate) struct FleetSample {
     pub(crate) node_cores: f64,
     /// CPU seconds the server used over the whole sample.
     pub(crate) server_cpu_secs: f64,
+    /// The node's CPU time per cycle of the timed round, in microseconds:
+    /// the figure that survives a busy machine best.
+    pub(crate) node_cpu_us_per_cycle: f64,
+    /// The server's CPU time per request over the whole sample (warm-up
+    /// included), in microseconds.
+    pub(crate) server_cpu_us_per_request: f64,
     pub(crate) round_secs: f64,
     pub(crate) cycle_p50_ms: f64,
     pub(crate) cycle_p99_ms: f64,
@@ -99,12 +105,17 @@ pub(crate) fn sample(plan: &FleetPlan, root: &Path) -> Result<FleetSample> {
             .and_then(Value::as_f64)
             .with_context(|| format!("no {key} in {v}"))
     };
+    let node_cores = field(&node, "cpu_cores")?;
+    let round_secs = field(&node, "round_secs")?;
+    let server_cpu_secs = field(&served, "cpu_secs")?;
     Ok(FleetSample {
         cycles_per_sec: field(&node, "cycles_per_sec")?,
         rss_mib: field(&node, "rss_hwm_bytes")? / f64::from(1 << 20),
-        node_cores: field(&node, "cpu_cores")?,
-        server_cpu_secs: field(&served, "cpu_secs")?,
-        round_secs: field(&node, "round_secs")?,
+        node_cores,
+        server_cpu_secs,
+        node_cpu_us_per_cycle: 1e6 * node_cores * round_secs / field(&node, "cycles")?,
+        server_cpu_us_per_request: 1e6 * server_cpu_secs / field(&served, "requests")?,
+        round_secs,
         cycle_p50_ms: field(&node, "cycle_p50_us")? / 1e3,
         cycle_p99_ms: field(&node, "cycle_p99_us")? / 1e3,
         llm_retries: field(&node, "llm_retries")?,

@@ -199,7 +199,7 @@ fn fleet(bench: &mut Bench<'_>, sizes: &Sizes, root: &ScratchDir) -> Result<Vec<
         (
             "llm",
             json!(
-                "tiffany_testkit::MockLlmServer (hyper, one thread) in its own child process; OpenAiCompatible client (reqwest), default limits"
+                "tiffany_testkit::MockLlmServer (hyper, one thread) in its own child process; OpenAiCompatible client (its built-in HTTP/1.1 client for http:// endpoints), default limits"
             ),
         ),
         ("sync", json!("Data")),
@@ -210,6 +210,14 @@ fn fleet(bench: &mut Bench<'_>, sizes: &Sizes, root: &ScratchDir) -> Result<Vec<
         ("round_secs", json!(median(|s| s.round_secs)?)),
         ("node_cpu_cores", json!(median(|s| s.node_cores)?)),
         ("server_cpu_secs", json!(median(|s| s.server_cpu_secs)?)),
+        (
+            "node_cpu_us_per_cycle",
+            json!(median(|s| s.node_cpu_us_per_cycle)?),
+        ),
+        (
+            "server_cpu_us_per_request",
+            json!(median(|s| s.server_cpu_us_per_request)?),
+        ),
         ("cycle_p50_ms", json!(median(|s| s.cycle_p50_ms)?)),
         ("cycle_p99_ms", json!(median(|s| s.cycle_p99_ms)?)),
         ("llm_retries", json!(median(|s| s.llm_retries)?)),

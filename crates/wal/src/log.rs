@@ -231,6 +231,42 @@ struct Segment<S: Storage> {
     end: u64,
     /// LSN of the last record (first_lsn - 1 when empty).
     last_lsn: Lsn,
+    /// Where some of its records start, for replays from deep inside it.
+    marks: Marks,
+}
+
+/// Bytes of records between two [`Marks`] of a segment (at least).
+const MARK_EVERY: u64 = 64 << 10;
+
+/// The LSNs and offsets of some frames of a segment, at least
+/// [`MARK_EVERY`] bytes apart, in order: noted as recovery scans a segment
+/// and as records are appended, so every mark is the start of a frame that
+/// was found valid. A replay from an LSN deep in a segment starts at the
+/// last mark at or before it instead of walking (and checking) every frame
+/// from the segment's header: a boot's replay from its checkpoint no longer
+/// reads the whole segment again.
+#[derive(Clone, Default)]
+struct Marks(Vec<(Lsn, u64)>);
+
+impl Marks {
+    /// Notes the frame of `lsn` at `offset` when it is far enough past the
+    /// last mark.
+    fn note(&mut self, lsn: Lsn, offset: u64) {
+        if self
+            .0
+            .last()
+            .is_none_or(|&(_, at)| offset >= at + MARK_EVERY)
+        {
+            self.0.push((lsn, offset));
+        }
+    }
+
+    /// The offset of the last mark at or before `lsn`.
+    fn start_for(&self, lsn: Lsn) -> Option<u64> {
+        let after = self.0.partition_point(|&(marked, _)| marked <= lsn);
+        let (_, at) = self.0.get(after.checked_sub(1)?)?;
+        Some(*at)
+    }
 }
 
 /// Where a live segment's bytes are.
@@ -278,6 +314,7 @@ impl<S: Storage> Clone for Segment<S> {
             place: self.place.clone(),
             end: self.end,
             last_lsn: self.last_lsn,
+            marks: self.marks.clone(),
         }
     }
 }
@@ -1236,6 +1273,7 @@ impl<S: Storage> Writer<S> {
         };
         let result = file.write_at(active.end, &buf);
         if result.is_ok() {
+            active.marks.note(lsn, active.end);
             active.end += size as u64;
             active.last_lsn = lsn;
         }
@@ -1339,6 +1377,7 @@ impl<S: Storage> Writer<S> {
             place: Place::Slot { slot, file },
             end: HEADER_BLOCK,
             last_lsn: Lsn(self.next_lsn - 1),
+            marks: Marks::default(),
         };
         self.next_seq += 1;
         Ok(segment)
@@ -1543,7 +1582,7 @@ fn recover<S: Storage>(
                     first_lsn: archived.first_lsn,
                     tail: None,
                 };
-                let scanned =
+                let mut scanned =
                     scan_checked(&target, expected, config, after, read_only, &mut report)?;
                 let whole =
                     scanned.end == archived.raw_len && scanned.last_lsn == archived.last_lsn;
@@ -1561,6 +1600,7 @@ fn recover<S: Storage>(
                     place: Place::Archive(Arc::new(archived)),
                     end: scanned.end,
                     last_lsn: scanned.last_lsn,
+                    marks: std::mem::take(&mut scanned.marks),
                 };
                 // The archive is the segment's home: its slot is free.
                 (segment, scanned, slot.map(|f| (f.slot, Arc::new(f.file))))
@@ -1578,7 +1618,7 @@ fn recover<S: Storage>(
                     first_lsn: f.header.first_lsn,
                     tail: (i + 1 == count).then_some((f.slot, &f.file)),
                 };
-                let scanned =
+                let mut scanned =
                     scan_checked(&target, expected, config, after, read_only, &mut report)?;
                 drop(view);
                 unvouched = scanned.unvouched.map(|from| (from, f.cached));
@@ -1591,6 +1631,7 @@ fn recover<S: Storage>(
                     },
                     end: scanned.end,
                     last_lsn: scanned.last_lsn,
+                    marks: std::mem::take(&mut scanned.marks),
                 };
                 (segment, scanned, None)
             }
@@ -1770,6 +1811,8 @@ struct Scanned {
     /// For the last segment of the log: the offset of its first record
     /// that no record of it vouches for as synced (`None`: all are).
     unvouched: Option<u64>,
+    /// Marks of its valid records.
+    marks: Marks,
     /// Bytes of records with LSNs after the checkpoint.
     tail_bytes: u64,
     /// The segment ends with its seal.
@@ -1825,6 +1868,7 @@ fn scan_segment<S: Storage>(
     let mut last_lsn = Lsn(target.first_lsn.0 - 1);
     let mut tail_bytes = 0;
     let mut unvouched = Unvouched::default();
+    let mut marks = Marks::default();
     let corrupt = |pos: usize, last_good: Lsn, reason| Error::Corrupt {
         file: target.path.clone(),
         offset: pos as u64,
@@ -1895,6 +1939,7 @@ fn scan_segment<S: Storage>(
                     end: pos as u64,
                     last_lsn,
                     unvouched: unvouched.offset(),
+                    marks,
                     tail_bytes,
                     sealed: false,
                 });
@@ -1908,6 +1953,7 @@ fn scan_segment<S: Storage>(
         if target.tail.is_some() {
             unvouched.track(bytes, pos, &header);
         }
+        marks.note(header.lsn, pos as u64);
         last_lsn = header.lsn;
         pos += size;
         if header.lsn > after {
@@ -1918,6 +1964,7 @@ fn scan_segment<S: Storage>(
                 end: pos as u64,
                 last_lsn,
                 unvouched: unvouched.offset(),
+                marks,
                 tail_bytes,
                 sealed: true,
             });
@@ -2139,11 +2186,12 @@ impl<S: Storage> Replay<S> {
                 Bytes::Owned(Arc::new(raw))
             }
         };
+        let start = segment.marks.start_for(self.from).unwrap_or(HEADER_BLOCK);
         Ok(Current {
             path,
             seq32: segment.seq as u32,
             bytes,
-            pos: HEADER_BLOCK as usize,
+            pos: usize::try_from(start).unwrap_or(usize::MAX),
             end: usize::try_from(segment.end).unwrap_or(usize::MAX),
             _hold: segment.place,
         })
@@ -2295,6 +2343,61 @@ mod tests {
             unvouched.track(&bytes, at, &header);
         }
         unvouched.offset()
+    }
+
+    #[test]
+    fn marks_are_sparse_and_name_the_last_frame_at_or_before() {
+        let mut marks = Marks::default();
+        for i in 0..1000u64 {
+            marks.note(Lsn(i + 1), HEADER_BLOCK + i * 1000);
+        }
+        assert_eq!(marks.0.len(), 16, "one per 64 KiB of frames");
+        assert_eq!(marks.start_for(Lsn(0)), None);
+        assert_eq!(marks.start_for(Lsn(1)), Some(HEADER_BLOCK));
+        let (lsn, at) = marks.0[3];
+        assert_eq!(marks.start_for(lsn), Some(at));
+        assert_eq!(marks.start_for(Lsn(lsn.0 + 1)), Some(at));
+        assert_eq!(marks.start_for(Lsn(lsn.0 - 1)), Some(marks.0[2].1));
+    }
+
+    /// Replays from anywhere in segments with many marks, before and after
+    /// a reopen (marks from appends, then from recovery's scan).
+    #[test]
+    fn replays_start_at_marks_and_return_exactly_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig {
+            segment_size: 1 << 20,
+            ..WalConfig::default()
+        };
+        let wal = Wal::open(dir.path(), config.clone()).unwrap();
+        let mut written = Vec::new();
+        for i in 0..40_000u64 {
+            let payload = i.to_le_bytes().repeat(1 + (i % 5) as usize);
+            let lsn = wal.append(i % 3, &payload, SyncMode::Buffer).unwrap();
+            written.push((lsn, payload));
+        }
+        assert!(wal.segments().unwrap().len() > 2);
+        let check = |wal: &Wal| {
+            let last = wal.last_lsn();
+            for from in [1, 2, 1_637, 20_000, 31_999, last.0 - 1, last.0] {
+                let got: Vec<(Lsn, Vec<u8>)> = wal
+                    .replay(Lsn(from)..Lsn(from + 50))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .map(|r| (r.lsn(), r.payload().to_vec()))
+                    .collect();
+                let want: Vec<(Lsn, Vec<u8>)> = written
+                    .iter()
+                    .filter(|(l, _)| l.0 >= from && l.0 < from + 50)
+                    .cloned()
+                    .collect();
+                assert_eq!(got, want, "from {from}");
+            }
+        };
+        check(&wal);
+        drop(wal);
+        let wal = Wal::open(dir.path(), config).unwrap();
+        check(&wal);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub(crate) const MAX_RESPONSE: usize = 64 << 20;
 /// The most header fields a response head may have.
 const MAX_HEADERS: usize = 64;
-/// How much the read buffer grows by.
-const READ_CHUNK: usize = 8 << 10;
+/// The most one read takes from a socket.
+const READ_CHUNK: usize = 16 << 10;
 
 /// Where to connect.
 #[derive(Debug)]
@@ -256,7 +256,7 @@ async fn exchange(
         message: format!("cannot send the request: {e}"),
         unanswered: true,
     })?;
-    // Allocated once the answer is there, not while it is awaited: 10,000
+    // Filled once the answer is there, not while it is awaited: 10,000
     // agents waiting on a slow server would otherwise each hold a buffer.
     let mut buf = Vec::new();
     loop {
@@ -265,10 +265,7 @@ async fn exchange(
             unanswered: buf.is_empty(),
         };
         stream.readable().await.map_err(|e| read_error(e, &buf))?;
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-            buf.reserve(READ_CHUNK);
-        }
-        let read = match stream.try_read_buf(&mut buf) {
+        let read = match read_available(&stream, &mut buf) {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(read_error(e, &buf)),
@@ -305,6 +302,16 @@ async fn exchange(
             None => {}
         }
     }
+}
+
+/// Appends what `stream` has to `buf` (through a stack buffer, so that
+/// `buf` grows to what arrived, not by a fixed chunk: a typical answer is a
+/// few hundred bytes) and returns how much; 0 at the end of the stream.
+fn read_available(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut chunk = [0; READ_CHUNK];
+    let read = stream.try_read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..read]);
+    Ok(read)
 }
 
 /// Marks `stream`, whose answer was read to its end, as having nothing to

@@ -64,6 +64,7 @@
 //! None.
 
 mod fault;
+mod http1;
 mod llm_server;
 mod rng;
 

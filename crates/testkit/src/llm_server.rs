@@ -5,6 +5,8 @@
 //!   runtime, so it answers while the test's thread (or runtime) blocks,
 //!   waits on a child process, or runs a different runtime. It listens on
 //!   `127.0.0.1` at a port chosen by the OS, reachable from other processes.
+//!   It speaks HTTP/1.1 with keep-alive (see the `http1` module for what of
+//!   HTTP it serves and refuses).
 //! - It checks the protocol independently of `tiffany-llm`: a request that
 //!   is not a valid chat completion (bad JSON, unknown role, a tool call that
 //!   is not `{id, type: "function", function: {name, arguments}}`, a tool
@@ -24,21 +26,16 @@
 //!   its thread: once `drop` returns the port is closed.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use crate::http1;
 
 /// The path completions are posted to; [`MockLlmServer::url`] ends in `/v1`.
 const COMPLETIONS_PATH: &str = "/v1/chat/completions";
@@ -57,7 +54,7 @@ pub struct MockRequest {
     /// The `max_tokens` field, if sent.
     pub max_tokens: Option<u64>,
     /// The whole request body, as sent.
-    raw: Bytes,
+    raw: Arc<[u8]>,
 }
 
 /// One message of a [`MockRequest`].
@@ -118,7 +115,7 @@ impl MockRequest {
     /// Checks and parses a request body: typed deserialization for the
     /// shapes, then the rules serde cannot state (roles, which messages
     /// carry what, tool calls answered in order).
-    fn parse(raw: Bytes) -> Result<MockRequest, String> {
+    fn parse(raw: Arc<[u8]>) -> Result<MockRequest, String> {
         let body: WireRequest =
             serde_json::from_slice(&raw).map_err(|e| format!("not a chat completion: {e}"))?;
         let mut messages: Vec<MockMessage> = Vec::with_capacity(body.messages.len());
@@ -327,7 +324,7 @@ enum Injected {
 /// A request as logged: parsed into a [`RecordedRequest`] only when asked.
 #[derive(Clone)]
 struct Logged {
-    body: Bytes,
+    body: Arc<[u8]>,
     authorization: Option<String>,
     status: u16,
 }
@@ -532,40 +529,27 @@ async fn serve(
             },
         };
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = service_fn(move |request| answer(Arc::clone(&shared), request));
-            // A client that hangs up mid-answer (a timeout) is not an error here.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        // A client that hangs up mid-answer (a timeout) just ends its
+        // connection's task.
+        tokio::spawn(http1::serve_connection(
+            stream,
+            move |request| answer(Arc::clone(&shared), request),
+            error_body,
+        ));
     }
 }
 
-async fn answer(
-    shared: Arc<Shared>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.method() != Method::POST || request.uri().path() != COMPLETIONS_PATH {
-        return Ok(respond(404, error_body("no such endpoint")));
+/// The status and body of the answer to `request`, after the delay.
+async fn answer(shared: Arc<Shared>, request: http1::Request) -> (u16, String) {
+    let path = request.target.split('?').next().unwrap_or_default();
+    if request.method != "POST" || path != COMPLETIONS_PATH {
+        return (404, error_body("no such endpoint"));
     }
-    let authorization = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = match request.into_body().collect().await {
-        // A copy of its own: the body as read shares hyper's connection
-        // buffer, which the log would otherwise keep whole (and make hyper
-        // allocate afresh for the next request).
-        Ok(body) => Bytes::copy_from_slice(&body.to_bytes()),
-        Err(e) => {
-            return Ok(respond(
-                400,
-                error_body(&format!("cannot read the body: {e}")),
-            ));
-        }
-    };
+    let http1::Request {
+        authorization,
+        body: bytes,
+        ..
+    } = request;
     shared.count.fetch_add(1, Ordering::SeqCst);
     let (delay, injected) = {
         let mut behaviour = lock(&shared.behaviour);
@@ -587,7 +571,7 @@ async fn answer(
             200,
             r#"{"id": "chatcmpl-mock", "choices": [{"mess"#.to_owned(),
         ),
-        None => match MockRequest::parse(bytes.clone()) {
+        None => match MockRequest::parse(Arc::clone(&bytes)) {
             Err(reason) => (400, error_body(&reason)),
             Ok(parsed) => {
                 let responder = Arc::clone(&*lock(&shared.responder));
@@ -603,18 +587,7 @@ async fn answer(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    Ok(respond(status, text))
-}
-
-fn respond(status: u16, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
+    (status, text)
 }
 
 fn error_body(message: &str) -> String {
@@ -757,7 +730,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &Value) -> Result<MockRequest, String> {
-        MockRequest::parse(Bytes::from(body.to_string()))
+        MockRequest::parse(body.to_string().into_bytes().into())
     }
 
     fn request(messages: Value) -> Result<MockRequest, String> {
@@ -798,7 +771,7 @@ mod tests {
         let bad_tool = json!({"model": "m", "messages": [], "tools": [{"type": "function",
             "function": {"name": "f"}}]});
         assert!(parse(&bad_tool).is_err());
-        assert!(MockRequest::parse(Bytes::from_static(b"{\"model\"")).is_err());
+        assert!(MockRequest::parse(Arc::from(&b"{\"model\""[..])).is_err());
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn fleet(bench: &mut Bench<'_>, sizes: &Sizes, root: &ScratchDir) -> Result<Vec<
         (
             "llm",
             json!(
-                "tiffany_testkit::MockLlmServer (hyper, one thread) in its own child process; OpenAiCompatible client (its built-in HTTP/1.1 client for http:// endpoints), default limits"
+                "tiffany_testkit::MockLlmServer (HTTP/1.1 keep-alive, one thread) in its own child process; OpenAiCompatible client (its built-in HTTP/1.1 client for http:// endpoints), default limits"
             ),
         ),
         ("sync", json!("Data")),

@@ -5,7 +5,8 @@
 //!   goes backwards for one clock value (the TSC is invariant and synchronised
 //!   across cores where we use it; `Instant` is monotonic).
 //! - The system clock is calibrated once per process: the TSC rate is measured
-//!   against `Instant` over half a millisecond and kept as a 32.32 fixed-point
+//!   against `Instant` over at least half a millisecond (across work the
+//!   caller does meanwhile, with [`Clock::system_while`]) and kept as a 32.32 fixed-point
 //!   multiplier, so a reading is one `rdtsc`, one subtraction and one 64x64
 //!   multiply. Each end of the measurement pairs an `Instant` with the TSC
 //!   read just before and just after it, keeping the tightest of a few
@@ -58,6 +59,25 @@ impl Clock {
             },
         };
         Clock { source }
+    }
+
+    /// The system clock, like [`Clock::system`], with the counter's
+    /// calibration (on the first call in a process) measured across `work`
+    /// instead of an idle half millisecond: a starting runtime builds its
+    /// I/O driver meanwhile. Returns the clock and what `work` returned;
+    /// the clock's epoch is the moment `work` ended.
+    pub fn system_while<R>(work: impl FnOnce() -> R) -> (Clock, R) {
+        if TSC_RATE.get().is_some() {
+            let out = work();
+            return (Clock::system(), out);
+        }
+        let start = calibration_start();
+        let out = work();
+        let rate = start.and_then(calibration_finish);
+        // A calibration finished meanwhile on another thread wins; both
+        // measured the same counter.
+        let _ = TSC_RATE.set(rate);
+        (Clock::system(), out)
     }
 
     /// The system clock backed by `Instant` only, never the TSC.
@@ -150,13 +170,16 @@ fn read_tsc() -> u64 {
 /// The TSC rate as nanoseconds per tick in 32.32 fixed point, measured once
 /// per process; `None` when the CPU has no invariant TSC or the measurement
 /// is implausible (then callers use `Instant`).
+static TSC_RATE: OnceLock<Option<u64>> = OnceLock::new();
+
 fn tsc_rate() -> Option<u64> {
-    static RATE: OnceLock<Option<u64>> = OnceLock::new();
-    *RATE.get_or_init(calibrate_tsc)
+    *TSC_RATE.get_or_init(|| calibration_start().and_then(calibration_finish))
 }
 
+/// The first paired reading of a calibration, or `None` when the counter
+/// cannot be used (disabled, or not invariant).
 #[cfg(all(target_arch = "x86_64", not(miri)))]
-fn calibrate_tsc() -> Option<u64> {
+fn calibration_start() -> Option<(u64, Instant)> {
     if std::env::var_os("TIFFANY_NO_TSC").is_some() {
         return None;
     }
@@ -166,10 +189,15 @@ fn calibrate_tsc() -> Option<u64> {
     if max_ext < 0x8000_0007 || core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) == 0 {
         return None;
     }
-    // Only the two paired readings matter, so the thread sleeps in between
-    // (leaving the core to the rest of a starting process) and a late
-    // wake-up costs nothing but time.
-    let (tsc_start, start) = paired_reading();
+    Some(paired_reading())
+}
+
+/// The rate from `start` to a second paired reading at least
+/// [`CALIBRATION`] later. Only the two paired readings matter, so the
+/// thread sleeps in between (leaving the core to the rest of a starting
+/// process) and a late wake-up costs nothing but time.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+fn calibration_finish((tsc_start, start): (u64, Instant)) -> Option<u64> {
     let (tsc_end, end) = loop {
         let (tsc, now) = paired_reading();
         let waited = now.duration_since(start);
@@ -220,7 +248,12 @@ fn paired_reading() -> (u64, Instant) {
 }
 
 #[cfg(any(not(target_arch = "x86_64"), miri))]
-fn calibrate_tsc() -> Option<u64> {
+fn calibration_start() -> Option<(u64, Instant)> {
+    None
+}
+
+#[cfg(any(not(target_arch = "x86_64"), miri))]
+fn calibration_finish(_start: (u64, Instant)) -> Option<u64> {
     None
 }
 
@@ -239,6 +272,30 @@ mod tests {
         hand.set(10_000);
         assert_eq!(clock.clone().now_nanos(), 10_000);
         assert!(clock.is_manual());
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test needs real time to pass
+    fn clock_system_while_returns_the_work_and_tracks_instant() {
+        let (clock, out) = Clock::system_while(|| {
+            std::thread::sleep(Duration::from_micros(200));
+            42
+        });
+        assert_eq!(out, 42);
+        assert!(TSC_RATE.get().is_some(), "the calibration is settled");
+        let start = Instant::now();
+        let a = clock.now_nanos();
+        std::thread::sleep(Duration::from_millis(20));
+        let measured = clock.now_nanos() - a;
+        let real = duration_nanos(start.elapsed());
+        assert!(
+            measured.abs_diff(real) < real / 10,
+            "{} clock measured {measured} ns over {real} ns",
+            clock.source_name()
+        );
+        // Later clocks share the settled rate.
+        let (again, ()) = Clock::system_while(|| ());
+        assert_eq!(again.source_name(), clock.source_name());
     }
 
     #[test]

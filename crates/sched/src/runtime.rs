@@ -235,12 +235,14 @@ impl Builder {
     /// Starts the worker threads (and the I/O driver).
     pub fn build(self) -> Result<Runtime, Error> {
         let workers = self.worker_count()?;
-        let io = self.io_driver()?;
-        let clock = if self.portable_clock {
-            Clock::system_portable()
+        // The I/O driver is built inside the clock's calibration window
+        // rather than after it: a cold start saves the half millisecond.
+        let (clock, io) = if self.portable_clock {
+            (Clock::system_portable(), self.io_driver())
         } else {
-            Clock::system()
+            Clock::system_while(|| self.io_driver())
         };
+        let io = io?;
         let shared = RuntimeShared::new(
             &self,
             workers,

@@ -24,7 +24,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// A file system for the log: directories, named files, atomic replacement.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
@@ -116,16 +116,11 @@ pub trait StorageFile: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FileStorage;
 
-/// A real file: the descriptor, a shared writable mapping, and the
-/// read-only mapping that every [`StorageFile::view`] of it shares (made
-/// by the first: mapping and unmapping 64 MiB per read costs a fault per
-/// 16 pages read again and, once threads run, a TLB shootdown on every
-/// core).
+/// A real file: the descriptor and a shared writable mapping.
 pub struct RealFile {
     file: File,
     len: u64,
     map: memmap2::MmapRaw,
-    view: OnceLock<Arc<memmap2::Mmap>>,
 }
 
 impl fmt::Debug for RealFile {
@@ -144,12 +139,7 @@ impl RealFile {
     fn new(file: File) -> io::Result<RealFile> {
         let len = file.metadata()?.len();
         let map = memmap2::MmapOptions::new().map_raw(&file)?;
-        Ok(RealFile {
-            file,
-            len,
-            map,
-            view: OnceLock::new(),
-        })
+        Ok(RealFile { file, len, map })
     }
 
     fn range(&self, offset: u64, len: usize) -> io::Result<usize> {
@@ -199,17 +189,11 @@ impl StorageFile for RealFile {
     }
 
     fn view(&self) -> io::Result<Arc<memmap2::Mmap>> {
-        if let Some(view) = self.view.get() {
-            return Ok(Arc::clone(view));
-        }
         // SAFETY: the log only reads ranges that are no longer written
         // (module invariants); nothing truncates a segment file while the
-        // log is open, so the mapping made here stays valid, and shows
-        // later writes, for as long as the file is open.
-        let map = Arc::new(unsafe { memmap2::MmapOptions::new().map(&self.file)? });
-        // Of two first readers racing here, the loser's mapping is
-        // dropped at once and it reads the winner's.
-        Ok(Arc::clone(self.view.get_or_init(|| map)))
+        // log is open.
+        let map = unsafe { memmap2::MmapOptions::new().map(&self.file)? };
+        Ok(Arc::new(map))
     }
 
     fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {

@@ -67,6 +67,7 @@
 
 mod feedback;
 mod group;
+mod io;
 mod queue;
 mod rng;
 mod runtime;

@@ -26,6 +26,7 @@ use tiffany_core::{AgentId, Clock};
 
 use crate::feedback::{Counters, Feedback, LongPoll, WorkerFeedback};
 use crate::group::{Group, GroupConfig, GroupShared};
+use crate::io::IoDriver;
 use crate::task::{JoinError, JoinHandle};
 use crate::worker::{self, Message, WorkerShared};
 use crate::{Error, Policy, Priority};
@@ -219,17 +220,11 @@ impl Builder {
         Ok(workers)
     }
 
-    fn io_driver(&self) -> Result<Option<tokio::runtime::Runtime>, Error> {
+    fn io_driver(&self) -> Result<Option<IoDriver>, Error> {
         if !self.io {
             return Ok(None);
         }
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("{}-io", self.thread_name))
-            .enable_all()
-            .build()
-            .map(Some)
-            .map_err(Error::IoDriver)
+        IoDriver::start(&self.thread_name).map(Some)
     }
 
     /// Starts the worker threads (and the I/O driver).
@@ -247,7 +242,7 @@ impl Builder {
             &self,
             workers,
             clock,
-            io.as_ref().map(|rt| rt.handle().clone()),
+            io.as_ref().map(|io| io.handle().clone()),
         );
         let mut runtime = Runtime {
             handle: Handle {
@@ -284,7 +279,7 @@ impl Builder {
     pub fn build_deterministic(self, seed: u64) -> Result<crate::DeterministicRuntime, Error> {
         let io = self.io_driver()?;
         let (clock, hand) = Clock::manual();
-        let shared = RuntimeShared::new(&self, 1, clock, io.as_ref().map(|rt| rt.handle().clone()));
+        let shared = RuntimeShared::new(&self, 1, clock, io.as_ref().map(|io| io.handle().clone()));
         Ok(crate::DeterministicRuntime::new(
             Handle { shared },
             hand,
@@ -511,7 +506,7 @@ pub struct Runtime {
     handle: Handle,
     threads: Vec<thread::JoinHandle<()>>,
     watchdog: Option<thread::JoinHandle<()>>,
-    io: Option<tokio::runtime::Runtime>,
+    io: Option<IoDriver>,
 }
 
 impl Runtime {
@@ -610,9 +605,7 @@ impl Drop for Runtime {
             watchdog.thread().unpark();
             let _ = watchdog.join();
         }
-        if let Some(io) = self.io.take() {
-            io.shutdown_background();
-        }
+        drop(self.io.take());
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tiffany_core::ManualClock;
 
 use crate::Priority;
+use crate::io::IoDriver;
 use crate::runtime::Handle;
 use crate::worker::WorkerLocal;
 
@@ -43,7 +44,7 @@ pub struct DeterministicRuntime {
     local: Box<WorkerLocal>,
     hand: ManualClock,
     seed: u64,
-    io: Option<tokio::runtime::Runtime>,
+    io: Option<IoDriver>,
 }
 
 impl DeterministicRuntime {
@@ -51,7 +52,7 @@ impl DeterministicRuntime {
         handle: Handle,
         hand: ManualClock,
         seed: u64,
-        io: Option<tokio::runtime::Runtime>,
+        io: Option<IoDriver>,
     ) -> DeterministicRuntime {
         let worker = handle.shared.default_group(0).worker.clone();
         let local = Box::new(WorkerLocal::new(
@@ -79,7 +80,7 @@ impl DeterministicRuntime {
     }
 
     fn drive<R>(&self, f: impl FnOnce(&WorkerLocal) -> R) -> R {
-        let _io = self.io.as_ref().map(|rt| rt.enter());
+        let _io = self.io.as_ref().map(|io| io.handle().enter());
         self.local.enter(|| f(&self.local))
     }
 

@@ -1875,8 +1875,22 @@ fn scan_segment<S: Storage>(
         last_good,
         reason,
     };
+    let mut head = [0u8; FRAME_HEADER];
+    let mut written_to = WrittenTo::default();
     loop {
-        let rest = bytes.get(pos..).unwrap_or_default();
+        let mut rest = bytes.get(pos..).unwrap_or_default();
+        let prefix = target
+            .tail
+            .and_then(|(_, file)| written_to.header_prefix(file, pos));
+        if let Some(written) = prefix {
+            // The header would run into a hole: decode the zeroes it would
+            // read there without touching the hole's page.
+            head.fill(0);
+            for (to, from) in head.iter_mut().zip(rest.iter().take(written)) {
+                *to = *from;
+            }
+            rest = &head;
+        }
         let (header, size) = match format::decode_frame(rest) {
             Frame::Valid { header, size, .. }
                 if header.seq32 == seq32 && header.lsn.0 == last_lsn.0 + 1 =>
@@ -2040,6 +2054,41 @@ fn looks_like_ours(rest: &[u8], seq32: u32) -> bool {
         == Some(seq32)
 }
 
+/// How far the scanned file is known to hold written bytes, so that the
+/// scan never reads a frame header from a hole: through the mapping, the
+/// first touch of a hole's page has the kernel read around it, zeroes up
+/// to the device's readahead size (8 MiB here).
+#[derive(Default)]
+struct WrittenTo(usize);
+
+impl WrittenTo {
+    /// How many bytes of the frame header at `pos` precede a hole, when it
+    /// reaches one (`Some(0)`: it starts in one); `None` when it lies in
+    /// written bytes or the file system cannot tell. Asks the file system
+    /// once per written range, not per frame.
+    fn header_prefix<F: StorageFile>(&mut self, file: &F, pos: usize) -> Option<usize> {
+        if pos + FRAME_HEADER <= self.0 {
+            return None;
+        }
+        match file.next_data(pos as u64) {
+            // Written to the end of the file: nothing left to ask.
+            Ok(Some((start, end))) if start <= pos as u64 && end >= file.len() => {
+                self.0 = usize::MAX;
+                None
+            }
+            Ok(Some((start, end))) if start <= pos as u64 => {
+                self.0 = usize::try_from(end).unwrap_or(usize::MAX);
+                (pos + FRAME_HEADER > self.0).then(|| self.0.saturating_sub(pos))
+            }
+            Ok(_) => Some(0),
+            Err(_) => {
+                self.0 = usize::MAX;
+                None
+            }
+        }
+    }
+}
+
 /// Intact records of this segment newer than `last` found after `from`.
 struct Later {
     /// End offset of the last such record (`from` when none).
@@ -2070,20 +2119,28 @@ fn later_records(
     let mut at = from + format::FRAME_ALIGN;
     let mut data_end = at;
     while at + FRAME_HEADER <= bytes.len() {
-        if at >= data_end {
-            // A frame starting in a hole would have an all-zero header.
-            let Some((start, end)) = data_at(at) else {
+        if at + FRAME_HEADER > data_end {
+            // Every byte of a record was written, so no record starts in a
+            // hole or runs from written bytes into one: go to the next
+            // written range. Nothing past `data_end` is read before then
+            // (touching a hole's page through the mapping would have the
+            // kernel read around it, megabytes of zeroes).
+            let Some((start, end)) = data_at(at.max(data_end)) else {
                 break;
             };
             at = at.max(start / format::FRAME_ALIGN * format::FRAME_ALIGN);
             data_end = end.max(at + format::FRAME_ALIGN);
             continue;
         }
-        let Some(rest) = bytes.get(at..) else { break };
+        let Some(rest) = bytes.get(at..data_end) else {
+            break;
+        };
         // The rest of a slot is mostly zeroes, and no frame starts where
         // its whole header would be zero: skip zero blocks with a memcmp.
-        if rest.get(..ZERO_BLOCK.len()) == Some(&ZERO_BLOCK[..]) {
-            at += (ZERO_BLOCK.len() - FRAME_HEADER) / format::FRAME_ALIGN * format::FRAME_ALIGN;
+        let zeros = ZERO_BLOCK.len().min(rest.len());
+        if rest.get(..zeros) == ZERO_BLOCK.get(..zeros) {
+            at += ((zeros - FRAME_HEADER) / format::FRAME_ALIGN * format::FRAME_ALIGN)
+                .max(format::FRAME_ALIGN);
             continue;
         }
         if looks_like_ours(rest, seq32) {
@@ -2398,6 +2455,66 @@ mod tests {
         drop(wal);
         let wal = Wal::open(dir.path(), config).unwrap();
         check(&wal);
+    }
+
+    /// `later_records` looks only inside the written ranges it is given:
+    /// a frame that starts in one and runs past its end is not ours (every
+    /// byte of a record was written), and nothing past a range is read.
+    #[test]
+    fn later_records_reads_only_the_written_ranges() {
+        let (frames, offsets) = frames([0; 5]);
+        let at = 8192;
+        let mut bytes = vec![0u8; 64 << 10];
+        bytes[at..at + frames.len()].copy_from_slice(&frames);
+        let later_within = |ranges: &[(usize, usize)]| {
+            later_records(&bytes, 0, 0, Lsn(0), |o| {
+                ranges
+                    .iter()
+                    .find(|&&(_, end)| end > o)
+                    .map(|&(start, end)| (start.max(o), end))
+            })
+        };
+        // Zeroes, a hole, then the five frames.
+        let all = later_within(&[(0, 2048), (at, at + 4096)]);
+        assert_eq!(all.end, at + frames.len());
+        // The last frame's written bytes end inside it.
+        let cut = later_within(&[(0, 2048), (at, at + offsets[4] + 20)]);
+        assert_eq!(cut.end, at + offsets[4]);
+        // A frame header crossing the range's end is not read as one.
+        let short = later_within(&[(at, at + offsets[2] + FRAME_HEADER - 1)]);
+        assert_eq!(short.end, at + offsets[2]);
+        // Nothing written after the torn frame.
+        assert_eq!(later_within(&[(0, 2048)]).end, 0);
+    }
+
+    /// The scan asks the file system where a frame header would run into
+    /// a hole, once per written range.
+    #[test]
+    #[allow(clippy::disallowed_methods, reason = "a test, outside any task")]
+    fn header_prefix_stops_at_holes() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        // Written: the first 8 KiB and 64 KiB..68 KiB; holes elsewhere (a
+        // plain sparse file, as a copy of a log is).
+        let plain = std::fs::File::create(&path).unwrap();
+        plain.set_len(1 << 20).unwrap();
+        plain.write_all_at(&[1u8; 8192], 0).unwrap();
+        plain.write_all_at(&[1u8; 4096], 64 << 10).unwrap();
+        plain.sync_all().unwrap();
+        let file = FileStorage.open(&path).unwrap();
+        assert_eq!(
+            file.next_data(0).unwrap(),
+            Some((0, 8192)),
+            "the file system reports holes"
+        );
+        let mut written = WrittenTo::default();
+        assert_eq!(written.header_prefix(&file, 100), None);
+        assert_eq!(written.header_prefix(&file, 8192 - 16), Some(16));
+        assert_eq!(written.header_prefix(&file, 8192), Some(0));
+        assert_eq!(written.header_prefix(&file, 40 << 10), Some(0));
+        assert_eq!(written.header_prefix(&file, 64 << 10), None);
+        assert_eq!(written.header_prefix(&file, (68 << 10) - 8), Some(8));
     }
 
     #[test]

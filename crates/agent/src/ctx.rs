@@ -397,7 +397,8 @@ impl Ctx {
             }
             let lsn = call.record(Effect::Began(WaitOn::Skill))?;
             ctx.node.durable(lsn).await?;
-            let (ok, content) = ctx.run_skill(&name, &arguments).await;
+            // Programs wait durably with `Ctx::sleep`.
+            let (ok, content) = ctx.run_skill(&name, &arguments, Duration::ZERO).await;
             call.record(Effect::Ran {
                 ok,
                 content: content.clone(),
@@ -600,12 +601,7 @@ impl Ctx {
                 );
             }
         };
-        let mut h = Fnv::default();
-        h.write(DELEGATE.as_bytes());
-        h.write(&step.to_le_bytes());
-        h.write(&index.to_le_bytes());
-        let key = h.0;
-        let child = match self.start_delegate(key, &request) {
+        let child = match self.start_delegate(step_call_key(DELEGATE, step, index), &request) {
             Ok(child) => child,
             Err(error) => return (false, format!("error: {error}")),
         };
@@ -707,18 +703,21 @@ impl Ctx {
     }
 
     /// Runs call `index` of a ReAct step (its start already durable) and
-    /// journals the observation.
+    /// journals the observation. `resumed_after`: see
+    /// [`Ctx::wait_resumed_after`].
     #[tracing::instrument(level = "debug", name = "ctx.skill", skip_all, fields(task = self.task, step, index, skill = %call.name))]
     pub(crate) async fn run_call(
         self,
         step: u32,
         index: u32,
         call: ToolCall,
+        resumed_after: Duration,
     ) -> Result<(), NodeError> {
         let (ok, content) = if call.name == DELEGATE && self.node.delegation_granted(self.agent) {
             self.delegate(step, index, &call.arguments).await
         } else {
-            self.run_skill(&call.name, &call.arguments).await
+            self.run_skill(&call.name, &call.arguments, resumed_after)
+                .await
         };
         self.node.journal(
             self.agent,
@@ -733,9 +732,47 @@ impl Ctx {
         Ok(())
     }
 
+    /// For call `index` of ReAct step `step`, whose skill [`waits`]: on its
+    /// first run, journals when it starts (just before its `SkillStarted`,
+    /// so the sync of the step's starts covers it) and returns zero; for a
+    /// call a restart resumes, returns how long ago that journaled start
+    /// was ([`SkillCtx::resumed_after`]).
+    ///
+    /// [`waits`]: tiffany_skills::Skill::waits
+    pub(crate) fn wait_resumed_after(&self, step: u32, index: u32) -> Result<Duration, NodeError> {
+        let key = step_call_key("skill.started", step, index);
+        let mut table = self.node.table();
+        // A running task is in the table; one that is not has nothing a
+        // restart could resume.
+        let Some(state) = table.tasks.get(&self.task) else {
+            return Ok(Duration::ZERO);
+        };
+        let started = state.effects.iter().find_map(|r| match r.effect {
+            Effect::Clock { ms } if r.call == key => Some(ms),
+            _ => None,
+        });
+        if let Some(ms) = started {
+            return Ok(Duration::from_millis(now_ms().saturating_sub(ms)));
+        }
+        let event = Event::Effect {
+            task: self.task,
+            seq: state.effects.len() as u32,
+            call: key,
+            effect: Effect::Clock { ms: now_ms() },
+        };
+        self.node.append_locked(&mut table, self.agent, &event)?;
+        Ok(Duration::ZERO)
+    }
+
     /// Runs a skill with the agent's grants and workspace; returns whether
     /// it succeeded and what the caller observes. Reports to the PAL.
-    async fn run_skill(&self, name: &str, arguments: &str) -> (bool, String) {
+    /// `resumed_after`: see [`SkillCtx::resumed_after`].
+    async fn run_skill(
+        &self,
+        name: &str,
+        arguments: &str,
+        resumed_after: Duration,
+    ) -> (bool, String) {
         let (node, task, agent) = (&self.node, self.task, self.agent);
         node.publish(
             task,
@@ -752,6 +789,7 @@ impl Ctx {
             workspace: &workspace,
             agent: &agent_name,
             timeout: node.config.skill_timeout,
+            resumed_after,
         };
         let result = node.skills.call(&grants, name, arguments, skill_ctx).await;
         let ok = result.is_ok();
@@ -840,6 +878,17 @@ impl Call {
         node.start(child, agent, false);
         Ok(child)
     }
+}
+
+/// The identity of a ReAct step's call `index` in the task's effects, for
+/// what the runtime journals about it (`what`: a delegation's child, a
+/// wait's start).
+fn step_call_key(what: &str, step: u32, index: u32) -> u64 {
+    let mut h = Fnv::default();
+    h.write(what.as_bytes());
+    h.write(&step.to_le_bytes());
+    h.write(&index.to_le_bytes());
+    h.0
 }
 
 fn skill_result(name: &str, ok: bool, content: String) -> Result<String, CtxError> {

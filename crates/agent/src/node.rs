@@ -773,6 +773,14 @@ impl NodeInner {
         )
     }
 
+    /// Whether `agent` may call skill `name` and it [`waits`]: its calls
+    /// then keep their start in the journal.
+    ///
+    /// [`waits`]: tiffany_skills::Skill::waits
+    pub(crate) fn waits(&self, agent: u64, name: &str) -> bool {
+        self.skills.get(name).is_some_and(|skill| skill.waits()) && self.grants(agent).allows(name)
+    }
+
     /// Whether `agent` may call [`crate::DELEGATE`].
     pub(crate) fn delegation_granted(&self, agent: u64) -> bool {
         self.grants(agent).allows(crate::DELEGATE)

@@ -207,6 +207,11 @@ async fn execute(ctx: &Ctx, step: u32, calls: Vec<(u32, ToolCall, bool)>) -> Res
             );
             continue;
         }
+        let resumed_after = if node.waits(agent, &call.name) {
+            ctx.wait_resumed_after(step, index)?
+        } else {
+            Duration::ZERO
+        };
         last_start = Some(node.journal(
             agent,
             &Event::SkillStarted {
@@ -215,19 +220,21 @@ async fn execute(ctx: &Ctx, step: u32, calls: Vec<(u32, ToolCall, bool)>) -> Res
                 call: index,
             },
         )?);
-        to_run.push((index, call));
+        to_run.push((index, call, resumed_after));
     }
     // One sync covers every start of the step (and the plan before it).
     if let Some(lsn) = last_start {
         node.durable(lsn).await?;
     }
     if to_run.len() == 1 {
-        let (index, call) = to_run.swap_remove(0);
-        return ctx.clone().run_call(step, index, call).await;
+        let (index, call, resumed_after) = to_run.swap_remove(0);
+        return ctx.clone().run_call(step, index, call, resumed_after).await;
     }
     let handles: Vec<_> = to_run
         .into_iter()
-        .map(|(index, call)| tiffany_sched::spawn(ctx.clone().run_call(step, index, call)))
+        .map(|(index, call, resumed_after)| {
+            tiffany_sched::spawn(ctx.clone().run_call(step, index, call, resumed_after))
+        })
         .collect();
     for handle in handles {
         match handle.await {

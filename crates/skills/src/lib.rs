@@ -41,7 +41,12 @@
 //!
 //! let rt = tiffany_sched::Runtime::builder().workers(1).build().unwrap();
 //! let result = rt.block_on(async move {
-//!     let ctx = SkillCtx { workspace: &workspace, agent: "doc", timeout: Duration::from_secs(5) };
+//!     let ctx = SkillCtx {
+//!         workspace: &workspace,
+//!         agent: "doc",
+//!         timeout: Duration::from_secs(5),
+//!         resumed_after: Duration::ZERO,
+//!     };
 //!     registry.call(&grants, "fs.read", r#"{"path": "../secret"}"#, ctx).await
 //! });
 //! assert_eq!(result, Err(SkillError::OutsideWorkspace("../secret".into())));
@@ -77,6 +82,10 @@ pub struct SkillCtx<'a> {
     pub agent: &'a str,
     /// How long the call may take at most.
     pub timeout: Duration,
+    /// For a skill that [`Skill::waits`]: how long ago this call first
+    /// started, when a restart resumed it (zero on its first run), so that
+    /// it waits only for what is left. Zero for every other skill.
+    pub resumed_after: Duration,
 }
 
 /// A successful result: the observation the planner sees.
@@ -136,6 +145,15 @@ pub trait Skill: Send + Sync {
     fn idempotent_call(&self, args: &serde_json::Value) -> bool {
         let _ = args;
         self.idempotent()
+    }
+
+    /// Whether the call's whole effect is letting time pass (`wait`): the
+    /// runtime then journals when the call first started, and a call that
+    /// a restart resumes is told how long ago that was
+    /// ([`SkillCtx::resumed_after`]), so a wait survives a crash with its
+    /// deadline. Defaults to false.
+    fn waits(&self) -> bool {
+        false
     }
 
     /// Runs the skill with arguments already validated against

@@ -132,6 +132,7 @@ struct Entry {
 ///         workspace: std::path::Path::new("."),
 ///         agent: "doc",
 ///         timeout: Duration::from_secs(5),
+///         resumed_after: Duration::ZERO,
 ///     };
 ///     registry.call(&Grants::only(["noop"]), "noop", r#"{"x": 1}"#, ctx).await
 /// });

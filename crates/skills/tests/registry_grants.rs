@@ -157,3 +157,36 @@ fn registry_applies_the_call_timeout() {
         "waited 1 ms"
     );
 }
+
+/// A resumed `wait` sleeps only for what is left and says how much of it
+/// passed before the restart; a resume later than the whole wait returns
+/// at once.
+#[test]
+fn wait_resumed_after_a_restart_waits_only_what_is_left() {
+    let h = Harness::new();
+    let started = Instant::now();
+    let resumed = |ms: u64| {
+        h.call_resumed(
+            &Grants::All,
+            "wait",
+            r#"{"ms": 30000}"#,
+            Duration::from_secs(60),
+            Duration::from_millis(ms),
+        )
+        .unwrap()
+        .content
+    };
+    assert_eq!(
+        resumed(29_990),
+        "waited 30000 ms (29990 ms of it before a restart)"
+    );
+    assert_eq!(
+        resumed(45_000),
+        "waited 30000 ms (30000 ms of it before a restart)"
+    );
+    // Waiting the whole 30 s again would have taken 30 s.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let registry = Registry::with_builtins(BuiltinConfig::default());
+    assert!(registry.get("wait").unwrap().waits());
+    assert!(!registry.get("shell").unwrap().waits());
+}

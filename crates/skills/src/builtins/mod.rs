@@ -123,6 +123,8 @@ trait BuiltinSkill: Send + Sync + 'static {
     const NAME: &'static str;
     /// See [`Skill::idempotent`].
     const IDEMPOTENT: bool;
+    /// See [`Skill::waits`].
+    const WAITS: bool = false;
     /// The arguments, deserialized from the validated JSON.
     type Args: DeserializeOwned + Send;
 
@@ -180,6 +182,10 @@ impl<S: BuiltinSkill> Skill for Builtin<S> {
 
     fn idempotent_call(&self, args: &serde_json::Value) -> bool {
         self.skill.idempotent_call(args)
+    }
+
+    fn waits(&self) -> bool {
+        S::WAITS
     }
 
     fn execute<'a>(

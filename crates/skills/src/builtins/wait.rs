@@ -1,6 +1,9 @@
 //! `wait`: sleeps on the scheduler's timer. Idempotent (waiting again has no
 //! further effect); the duration is capped by the schema's `maximum`, so
-//! an over-long wait is refused before it starts.
+//! an over-long wait is refused before it starts. It [`waits`]: a call
+//! resumed after a restart sleeps only for what is left of it.
+//!
+//! [`waits`]: crate::Skill::waits
 
 use std::time::Duration;
 
@@ -31,6 +34,7 @@ pub(super) struct WaitArgs {
 impl BuiltinSkill for Wait {
     const NAME: &'static str = "wait";
     const IDEMPOTENT: bool = true;
+    const WAITS: bool = true;
     type Args = WaitArgs;
 
     fn description(&self) -> String {
@@ -56,10 +60,19 @@ impl BuiltinSkill for Wait {
         })
     }
 
-    async fn run(&self, _ctx: SkillCtx<'_>, args: WaitArgs) -> Result<SkillOutput, SkillError> {
-        tiffany_sched::sleep(Duration::from_millis(args.ms)).await;
-        Ok(SkillOutput {
-            content: format!("waited {} ms", args.ms),
-        })
+    async fn run(&self, ctx: SkillCtx<'_>, args: WaitArgs) -> Result<SkillOutput, SkillError> {
+        let whole = Duration::from_millis(args.ms);
+        let before = ctx.resumed_after.min(whole);
+        tiffany_sched::sleep(whole - before).await;
+        let content = if before.is_zero() {
+            format!("waited {} ms", args.ms)
+        } else {
+            format!(
+                "waited {} ms ({} ms of it before a restart)",
+                args.ms,
+                before.as_millis()
+            )
+        };
+        Ok(SkillOutput { content })
     }
 }

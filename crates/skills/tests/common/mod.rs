@@ -71,6 +71,19 @@ impl Harness {
         arguments: &str,
         timeout: Duration,
     ) -> Result<SkillOutput, SkillError> {
+        self.call_resumed(grants, name, arguments, timeout, Duration::ZERO)
+    }
+
+    /// [`Harness::call_with`] for a call a restart resumed `resumed_after`
+    /// after it first started.
+    pub(crate) fn call_resumed(
+        &self,
+        grants: &Grants,
+        name: &str,
+        arguments: &str,
+        timeout: Duration,
+        resumed_after: Duration,
+    ) -> Result<SkillOutput, SkillError> {
         let registry = Arc::clone(&self.registry);
         let workspace: PathBuf = self.workspace().to_owned();
         let (grants, name, arguments) = (grants.clone(), name.to_owned(), arguments.to_owned());
@@ -79,6 +92,7 @@ impl Harness {
                 workspace: &workspace,
                 agent: "test",
                 timeout,
+                resumed_after,
             };
             registry.call(&grants, &name, &arguments, ctx).await
         })

@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Counting, WAIT, config, skills, tool_results};
+use common::{Counting, WAIT, config, last_of, skills, tool_results};
 use tiffany_agent::{AgentOptions, DELEGATE, MAX_DELEGATION_DEPTH, Node, TaskStatus};
 use tiffany_llm::{LlmRequest, Message, Role, Scripted, ToolCall};
 
@@ -34,12 +34,7 @@ fn planner() -> Arc<Counting> {
             .find(|m| m.role == Role::User)
             .map_or("", |m| m.content.as_str());
         let step = request.step();
-        let observed = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::Tool)
-            .map_or(String::new(), |m| m.content.clone());
+        let observed = last_of(request, Role::Tool);
         let words: Vec<&str> = instruction.splitn(3, ' ').collect();
         Ok(match (words.as_slice(), step) {
             (["compute"], 0) => Message::assistant("42"),

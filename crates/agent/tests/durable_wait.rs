@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::{Counting, WAIT, open, tool_results};
+use common::{Counting, WAIT, last_of, open, tool_results};
 use tiffany_agent::{AgentOptions, Effect, TaskState, TaskStatus, WaitOn};
 use tiffany_llm::{LlmRequest, Message, Role, Scripted, ToolCall};
 
@@ -28,15 +28,7 @@ fn planner() -> Arc<Counting> {
                 name: "wait".to_owned(),
                 arguments: format!(r#"{{"ms": {WAIT_MS}}}"#),
             }]),
-            _ => {
-                let observed = request
-                    .messages
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::Tool)
-                    .map_or(String::new(), |m| m.content.clone());
-                Message::assistant(observed)
-            }
+            _ => Message::assistant(last_of(request, Role::Tool)),
         })
     }))
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::{Counting, WAIT, config};
+use common::{Counting, WAIT, config, last_of};
 use tiffany_agent::{
     AgentOptions, CtxError, Effect, Node, NodeError, Programs, TaskState, TaskStatus, WaitOn,
 };
@@ -86,12 +86,7 @@ fn registry(bump: &Arc<Bump>) -> Arc<Registry> {
 /// A planner that echoes the last user message.
 fn echo() -> Arc<Counting> {
     Counting::new(Scripted::from_fn(|request| {
-        let last = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or(String::new(), |m| m.content.clone());
+        let last = last_of(request, Role::User);
         Ok(Message::assistant(format!("echo: {last}")))
     }))
 }

@@ -107,3 +107,14 @@ pub fn tool_results(state: &TaskState) -> Vec<String> {
         .map(|m| m.content.clone())
         .collect()
 }
+
+/// The content of the newest message of `role` in `request` (empty when
+/// there is none): what a scripted planner reacts to.
+pub fn last_of(request: &LlmRequest, role: Role) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == role)
+        .map_or(String::new(), |m| m.content.clone())
+}
